@@ -72,3 +72,18 @@ __all__ = [
     "ConfigError",
     "NonFiniteError",
 ]
+
+
+class OutputExistsError(FpkitError, FileExistsError):
+    """The output file exists already and neither overwrite (--force) nor resume was asked for."""
+
+
+class StorageError(FpkitError, OSError):
+    """Writing failed at the operating-system level (disk full, I/O error)."""
+
+
+class RedactedError(FpkitError, LookupError):
+    """The file was built redacted: the projection R (and its seed) are not in it."""
+
+
+__all__ += ["OutputExistsError", "StorageError", "RedactedError"]

@@ -1,0 +1,301 @@
+"""Tap a layer of a model by module name and pool its output to one vector per sample.
+
+Used by both sides of teacher-once distillation: the teacher build taps the teacher's layer and
+stores ``normalize(pool(layer(x))) @ R``; the student taps its own layer with the same pooling.
+Both sides must use :func:`pool_features` and :func:`project_features` so that identical
+features give bitwise-identical fingerprints.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fpkit.errors import ConfigError, MismatchError
+
+POOLINGS = ("avg", "token_mean", "token_cls", "none")
+"""Concrete poolings. ``"auto"`` is also accepted wherever a pooling is asked for."""
+
+_AUTO_BY_NDIM = {4: "avg", 3: "token_mean", 2: "none"}
+_NDIM_BY_POOLING = {"avg": 4, "token_mean": 3, "token_cls": 3, "none": 2}
+_SHAPE_BY_NDIM = {4: "[B, C, H, W]", 3: "[B, T, D]", 2: "[B, D]"}
+
+
+def resolve_pooling(ndim: int, pooling: str) -> str:
+    """Return the concrete pooling used for a layer output of rank ``ndim``.
+
+    ``"auto"`` resolves to ``"avg"`` for 4-D ``[B, C, H, W]``, ``"token_mean"`` for 3-D
+    ``[B, T, D]`` and ``"none"`` for 2-D ``[B, D]``.  A concrete pooling is returned unchanged
+    if it fits the rank.  Record the result (not ``"auto"``) in files.
+
+    Raises:
+        ConfigError: unknown pooling name, or a pooling that does not fit ``ndim``.
+    """
+    if pooling != "auto" and pooling not in POOLINGS:
+        raise ConfigError(
+            f"unknown pooling {pooling!r}; use one of: auto, {', '.join(POOLINGS)}"
+        )
+    if ndim not in _AUTO_BY_NDIM:
+        raise ConfigError(
+            f"cannot pool a {ndim}-D layer output; tap a layer whose output is "
+            "[B, C, H, W], [B, T, D] or [B, D]"
+        )
+    if pooling == "auto":
+        return _AUTO_BY_NDIM[ndim]
+    if _NDIM_BY_POOLING[pooling] != ndim:
+        fits = [p for p, n in _NDIM_BY_POOLING.items() if n == ndim]
+        raise ConfigError(
+            f"pooling {pooling!r} needs a {_SHAPE_BY_NDIM[_NDIM_BY_POOLING[pooling]]} output but "
+            f"the layer gave a {ndim}-D {_SHAPE_BY_NDIM[ndim]} one; use pooling "
+            f"{' or '.join(repr(p) for p in fits)} (or 'auto')"
+        )
+    return pooling
+
+
+def pool_features(x: torch.Tensor, pooling: str = "auto") -> torch.Tensor:
+    """Pool a layer output to one float32 vector per sample.
+
+    Args:
+        x: layer output, ``[B, C, H, W]``, ``[B, T, D]`` or ``[B, D]``, any floating dtype.
+        pooling: ``"avg"`` (mean over H, W), ``"token_mean"`` (mean over T), ``"token_cls"``
+            (token 0), ``"none"`` (as is) or ``"auto"`` (see :func:`resolve_pooling`).
+
+    Returns:
+        float32 tensor ``[B, d]`` (``d`` = C or D), on ``x``'s device.  The cast to float32
+        happens before the reduction, so half-precision (autocast) outputs are averaged in fp32.
+
+    Raises:
+        ConfigError: unknown pooling, or a pooling that does not fit the rank of ``x``.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise ConfigError(
+            f"expected a tensor layer output, got {type(x).__name__}; tap a module returning a tensor"
+        )
+    mode = resolve_pooling(x.ndim, pooling)
+    x = x.float()
+    if mode == "avg":
+        return x.mean(dim=(2, 3))
+    if mode == "token_mean":
+        return x.mean(dim=1)
+    if mode == "token_cls":
+        return x[:, 0]
+    return x
+
+
+def project_features(pooled: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
+    """Fingerprint of pooled features: ``F.normalize(pooled, dim=1) @ R`` in float32.
+
+    This is the exact arithmetic of both the teacher build and :class:`fpkit.student.FingerprintHead`
+    (normalisation eps 1e-12, autocast disabled), so identical inputs give identical bits.
+
+    Args:
+        pooled: ``[B, d]`` pooled features (see :func:`pool_features`).
+        R: ``[d, r]`` projection matrix; used as float32 on ``pooled``'s device.
+
+    Returns:
+        float32 ``[B, r]``.
+
+    Raises:
+        MismatchError: ``pooled`` is not 2-D, ``R`` is not 2-D, or the width is not ``R.shape[0]``.
+    """
+    if pooled.ndim != 2 or R.ndim != 2 or pooled.shape[1] != R.shape[0]:
+        raise MismatchError(
+            f"cannot project features of shape {list(pooled.shape)} with R of shape "
+            f"{list(R.shape)}; features must be [B, d] with d = R.shape[0]"
+        )
+    with torch.autocast(device_type=pooled.device.type, enabled=False):
+        R = R.to(device=pooled.device, dtype=torch.float32)
+        return F.normalize(pooled.float(), dim=1) @ R
+
+
+def _named(model: nn.Module) -> list[str]:
+    return [name for name, _ in model.named_modules() if name]
+
+
+def _unknown_layer_error(model: nn.Module, name: str) -> ConfigError:
+    names = _named(model)
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    return ConfigError(
+        f"{type(model).__name__} has no module named {name!r}; {hint}"
+        "list the names with `fpkit layers TEACHER` (or fpkit.features.list_layers(model))"
+    )
+
+
+class LayerTap:
+    """Forward hooks that capture the outputs of named modules for one forward pass.
+
+    Usage::
+
+        with LayerTap(model, ["layer3"]) as tap:
+            logits, feats = tap(x)          # feats["layer3"]: raw [B, C, H, W] output
+
+    Works under ``torch.no_grad`` and autocast; captured tensors keep their autograd graph
+    (the student needs it).  Tensors are kept only for the duration of one ``__call__`` and
+    cleared afterwards; a plain ``model(x)`` while the tap is open captures nothing.  If a
+    module returns a tuple or list, element 0 is captured; if a module runs more than once in
+    one forward pass (a shared module), its last output is captured.
+    """
+
+    def __init__(self, model: nn.Module, layers: Sequence[str]):
+        """Register forward hooks on ``model``'s modules named in ``layers`` (dotted names).
+
+        Raises:
+            ConfigError: empty or duplicate layer list, or a name that is not a submodule
+                (the message suggests close names).
+        """
+        if isinstance(layers, str):
+            layers = [layers]
+        layers = list(layers)
+        if not layers:
+            raise ConfigError("LayerTap needs at least one layer name; pass e.g. ['layer3']")
+        if len(set(layers)) != len(layers):
+            raise ConfigError(f"duplicate layer names in {layers}; list each layer once")
+        self.model = model
+        self.layers: tuple[str, ...] = tuple(layers)
+        self._store: dict[str, torch.Tensor] = {}
+        self._active = False
+        self._handles: list[Any] = []
+        modules = []
+        for name in self.layers:
+            if not isinstance(name, str) or not name:
+                raise ConfigError(
+                    f"layer names must be non-empty strings, got {name!r}; "
+                    "list the names with `fpkit layers TEACHER`"
+                )
+            try:
+                modules.append(model.get_submodule(name))
+            except AttributeError:
+                raise _unknown_layer_error(model, name) from None
+        for name, module in zip(self.layers, modules):
+            self._handles.append(module.register_forward_hook(self._make_hook(name)))
+
+    def _make_hook(self, name: str):
+        def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+            if not self._active:
+                return
+            if isinstance(output, (tuple, list)) and output:
+                output = output[0]
+            self._store[name] = output
+
+        return hook
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` has removed the hooks."""
+        return not self._handles
+
+    def __call__(self, x: Any, *args: Any, **kwargs: Any) -> tuple[Any, dict[str, torch.Tensor]]:
+        """Run ``model(x, *args, **kwargs)`` and return ``(output, {layer: raw module output})``.
+
+        Raises:
+            ConfigError: the tap is closed, a tapped module did not run during the forward
+                pass, or it returned something other than a tensor.
+        """
+        if self.closed:
+            raise ConfigError("this LayerTap is closed; create a new LayerTap to tap the model again")
+        self._store.clear()
+        self._active = True
+        try:
+            output = self.model(x, *args, **kwargs)
+            captured = dict(self._store)
+        finally:
+            self._active = False
+            self._store.clear()
+        feats: dict[str, torch.Tensor] = {}
+        for name in self.layers:
+            if name not in captured:
+                raise ConfigError(
+                    f"layer {name!r} did not run during the forward pass; tap a module "
+                    "on the path from input to output"
+                )
+            value = captured[name]
+            if not isinstance(value, torch.Tensor):
+                raise ConfigError(
+                    f"layer {name!r} returned {type(value).__name__}, not a tensor; "
+                    "tap a submodule that returns a tensor"
+                )
+            feats[name] = value
+        return output, feats
+
+    def close(self) -> None:
+        """Remove the hooks (idempotent)."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self._store.clear()
+
+    def __enter__(self) -> LayerTap:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _previous_sibling(model: nn.Module, name: str) -> str | None:
+    """Full name of the child registered just before ``name`` under the same parent, walking
+    up the ancestors while ``name`` is the first child; None if there is none."""
+    while name:
+        parent_name, _, leaf = name.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        children = [child for child, _ in parent.named_children()]
+        idx = children.index(leaf)
+        if idx > 0:
+            prev = children[idx - 1]
+            return f"{parent_name}.{prev}" if parent_name else prev
+        name = parent_name
+    return None
+
+
+def default_layer(model: nn.Module) -> str:
+    """Name of the module whose output feeds the final classifier.
+
+    Rules, in order:
+
+    1. ``layer3`` and ``fc`` and no ``layer4`` (RepDistiller-style CIFAR ResNets) -> ``"layer3"``.
+    2. ``layer4`` and ``fc`` (torchvision ResNets) -> ``"layer4"``.
+    3. Otherwise take the last ``nn.Linear`` in ``named_modules`` order and return the child
+       registered just before it under the same parent; if the Linear is its parent's first
+       child, the same is done for the parent, and so on up (so a container of the Linear is
+       never chosen).  Registration order is taken as forward order, which is a heuristic.
+
+    Raises:
+        ConfigError: no ``nn.Linear``, or nothing registered before it; pass ``--layer``.
+    """
+    def has(attr: str) -> bool:
+        return isinstance(getattr(model, attr, None), nn.Module)
+
+    if has("layer3") and has("fc") and not has("layer4"):
+        return "layer3"
+    if has("layer4") and has("fc"):
+        return "layer4"
+    linears = [name for name, m in model.named_modules() if name and isinstance(m, nn.Linear)]
+    if linears:
+        prev = _previous_sibling(model, linears[-1])
+        if prev is not None:
+            return prev
+    raise ConfigError(
+        f"cannot guess which layer of {type(model).__name__} feeds its classifier; pass --layer "
+        "NAME (list the names with `fpkit layers TEACHER`)"
+    )
+
+
+def list_layers(model: nn.Module) -> list[tuple[str, str]]:
+    """``(name, class name)`` of every named submodule (the root excluded), in registration order."""
+    return [(name, type(m).__name__) for name, m in model.named_modules() if name]
+
+
+__all__ = [
+    "POOLINGS",
+    "pool_features",
+    "resolve_pooling",
+    "project_features",
+    "LayerTap",
+    "default_layer",
+    "list_layers",
+]

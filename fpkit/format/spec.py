@@ -1,0 +1,28 @@
+"""Constants of the fingerprint file format v1 (normative text: formats/SPEC.md)."""
+
+from __future__ import annotations
+
+FORMAT_NAME = "fpkit.fingerprints"
+FORMAT_VERSION = "1.0"
+SUPPORTED_MAJOR = 1
+DTYPES = ("float32", "float16", "int8")
+CODECS = ("none", "gzip", "zstd")
+DEFAULT_DTYPE = "float16"
+DEFAULT_CODEC = "none"
+DEFAULT_CHUNK_ROWS = 1024
+ZSTD_FILTER_ID = 32015
+ZSTD_LEVEL = 3
+GZIP_LEVEL = 4
+TABLE_KINDS = ("sample", "class", "views")
+
+# root attributes
+ATTR_FORMAT = "format"
+ATTR_VERSION = "format_version"
+ATTR_METADATA = "metadata"
+ATTR_COMPLETE = "complete"
+
+# fixed dataset paths
+LABELS = "labels"
+SAMPLE_DIGESTS = "sample_digests"
+CLASS_COUNTS = "class_counts"
+VIEW_PARAMS = "view_params"

@@ -1,0 +1,288 @@
+"""Distillation losses: fingerprint cosine, batch-relational, Hinton KD, and the combined loss.
+
+All losses check their inputs: shapes that must agree raise :class:`MismatchError` naming both
+shapes, NaN or infinite values raise :class:`NonFiniteError` naming the batch rows.
+Teacher fingerprints may be stored in a lower precision (fp16): they are promoted to the
+student's dtype (at least float32) and moved to its device.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fpkit.errors import ConfigError, MismatchError, NonFiniteError
+
+KINDS = ("cosine", "relational")
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def _check_finite(name: str, x: torch.Tensor) -> None:
+    bad = ~torch.isfinite(x.detach())
+    if bool(bad.any()):
+        rows = bad.reshape(x.shape[0], -1).any(dim=1).nonzero().flatten().tolist() if x.ndim else []
+        shown = ", ".join(map(str, rows[:10])) + (", ..." if len(rows) > 10 else "")
+        raise NonFiniteError(
+            f"{name} holds NaN or infinite values in batch rows [{shown}]; check the inputs, "
+            "lower the learning rate or clip gradients"
+        )
+
+
+def _check_2d(name: str, x: torch.Tensor) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise ConfigError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.ndim != 2 or x.shape[0] < 1:
+        raise MismatchError(f"{name} must be [B, r] with B >= 1, got shape {list(x.shape)}; pass a batch of row vectors")
+
+
+def _common(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Promote both to a shared floating dtype (>= float32) on ``a``'s device."""
+    dtype = torch.promote_types(torch.promote_types(a.dtype, b.dtype), torch.float32)
+    return a.to(dtype), b.to(device=a.device, dtype=dtype)
+
+
+def fingerprint_loss(phi_s: torch.Tensor, phi_t: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """``1 - cosine_similarity(phi_s, phi_t, dim=1)`` per sample (``F.cosine_similarity``, eps 1e-8).
+
+    Args:
+        phi_s: student fingerprints ``[B, r]``.
+        phi_t: teacher fingerprints ``[B, r]`` (any float dtype; promoted to ``phi_s``'s).
+        reduction: ``"mean"`` (over the batch), ``"sum"`` or ``"none"`` (``[B]``).
+
+    Returns:
+        scalar, or ``[B]`` for ``"none"``; values lie in [0, 2].
+
+    Raises:
+        ConfigError: unknown reduction.  MismatchError: shapes differ or are not ``[B, r]``.
+        NonFiniteError: NaN/inf in either input.
+    """
+    if reduction not in _REDUCTIONS:
+        raise ConfigError(f"unknown reduction {reduction!r}; use one of: {', '.join(_REDUCTIONS)}")
+    _check_2d("phi_s", phi_s)
+    _check_2d("phi_t", phi_t)
+    if phi_s.shape != phi_t.shape:
+        raise MismatchError(
+            f"phi_s has shape {list(phi_s.shape)} but phi_t has shape {list(phi_t.shape)}; project the "
+            "student with the fingerprint file's R and pass the teacher rows of the same batch"
+        )
+    _check_finite("phi_s", phi_s)
+    _check_finite("phi_t", phi_t)
+    s, t = _common(phi_s, phi_t)
+    loss = 1.0 - F.cosine_similarity(s, t, dim=1)
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    return loss
+
+
+def _cosine_matrix(x: torch.Tensor) -> torch.Tensor:
+    z = F.normalize(x, dim=1)
+    return z @ z.T
+
+
+def relational_loss(student_feats: torch.Tensor, teacher_fp: torch.Tensor) -> torch.Tensor:
+    """Match the batch's pairwise cosine-similarity matrices (the CosPress idea); needs no R.
+
+    ``C_s[i, j] = cos(s_i, s_j)`` for the student features flattened to ``[B, -1]`` (any width:
+    pooled features or phi_S), ``C_t[i, j] = cos(t_i, t_j)`` for the teacher fingerprints.
+    Rows are normalised with ``F.normalize`` (eps 1e-12; an all-zero row has cosine 0).
+
+    Returns:
+        scalar: mean of ``(C_s - C_t)^2`` over the ``B * (B - 1)`` off-diagonal entries; in [0, 4].
+
+    Raises:
+        ConfigError: B < 2.  MismatchError: batch sizes differ, or ``teacher_fp`` is not 2-D.
+        NonFiniteError: NaN/inf in either input.
+    """
+    if not isinstance(student_feats, torch.Tensor) or student_feats.ndim < 2:
+        shape = list(student_feats.shape) if isinstance(student_feats, torch.Tensor) else type(student_feats).__name__
+        raise MismatchError(f"student_feats must be [B, *] with at least 2 dims, got {shape}; pass a batch")
+    _check_2d("teacher_fp", teacher_fp)
+    if student_feats.shape[0] != teacher_fp.shape[0]:
+        raise MismatchError(
+            f"student_feats has shape {list(student_feats.shape)} but teacher_fp has shape "
+            f"{list(teacher_fp.shape)}; batch sizes must match (pass the teacher rows of this batch)"
+        )
+    B = teacher_fp.shape[0]
+    if B < 2:
+        raise ConfigError(f"relational_loss needs a batch of at least 2 samples, got {B}; use a larger batch")
+    _check_finite("student_feats", student_feats)
+    _check_finite("teacher_fp", teacher_fp)
+    s, t = _common(student_feats.reshape(B, -1), teacher_fp)
+    diff = _cosine_matrix(s) - _cosine_matrix(t)
+    off = ~torch.eye(B, dtype=torch.bool, device=diff.device)
+    return diff[off].pow(2).mean()
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float = 4.0) -> torch.Tensor:
+    """Hinton KD: ``KL(softmax(t/T) || softmax(s/T)) * T^2``, summed over classes, mean over batch.
+
+    Args:
+        student_logits, teacher_logits: ``[B, K]``.
+        T: temperature, > 0.
+
+    Raises:
+        ConfigError: T not a positive finite number.  MismatchError: shapes differ.
+        NonFiniteError: NaN/inf in either input.
+    """
+    if isinstance(T, bool) or not isinstance(T, numbers.Real) or not math.isfinite(T) or T <= 0:
+        raise ConfigError(f"temperature T must be a positive number, got {T!r}; the usual value is 4")
+    _check_2d("student_logits", student_logits)
+    _check_2d("teacher_logits", teacher_logits)
+    if student_logits.shape != teacher_logits.shape:
+        raise MismatchError(
+            f"student_logits has shape {list(student_logits.shape)} but teacher_logits has shape "
+            f"{list(teacher_logits.shape)}; both must be [B, classes] for the same batch"
+        )
+    _check_finite("student_logits", student_logits)
+    _check_finite("teacher_logits", teacher_logits)
+    s, t = _common(student_logits, teacher_logits)
+    log_p_s = F.log_softmax(s / T, dim=1)
+    log_p_t = F.log_softmax(t / T, dim=1)
+    return F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True) * (T * T)
+
+
+class LinearWarmup:
+    """Linear warm-up of the distillation weight lambda.
+
+    ``weight(epoch) = final * min(1, (epoch + 1) / warmup_epochs)`` for 0-based ``epoch``, and
+    ``final`` for every epoch when ``warmup_epochs == 0``.  So epoch 0 already trains with
+    ``final / warmup_epochs`` and epoch ``warmup_epochs - 1`` reaches ``final`` (the source's
+    rule, e.g. final 0.1 over 40 epochs).  ``epoch`` may be fractional
+    (``epoch + batch / batches_per_epoch``) for a per-step ramp.
+    """
+
+    def __init__(self, final: float, warmup_epochs: int):
+        """
+        Raises:
+            ConfigError: ``final`` negative or not finite, ``warmup_epochs`` not an int >= 0.
+        """
+        if isinstance(final, bool) or not isinstance(final, numbers.Real) or not math.isfinite(final) or final < 0:
+            raise ConfigError(f"lambda must be a finite number >= 0, got {final!r}; the source uses 0.1")
+        if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, numbers.Integral) or warmup_epochs < 0:
+            raise ConfigError(f"warmup_epochs must be an int >= 0, got {warmup_epochs!r}; use 0 for a constant lambda")
+        self.final = float(final)
+        self.warmup_epochs = int(warmup_epochs)
+
+    def __call__(self, epoch: float) -> float:
+        """Lambda at (0-based, possibly fractional) ``epoch``.
+
+        Raises:
+            ConfigError: ``epoch`` negative or not finite.
+        """
+        if isinstance(epoch, bool) or not isinstance(epoch, numbers.Real) or not math.isfinite(epoch) or epoch < 0:
+            raise ConfigError(f"epoch must be a finite number >= 0, got {epoch!r}; epochs count from 0")
+        if self.warmup_epochs == 0:
+            return self.final
+        return self.final * min(1.0, (float(epoch) + 1.0) / self.warmup_epochs)
+
+    def __repr__(self) -> str:
+        return f"LinearWarmup(final={self.final}, warmup_epochs={self.warmup_epochs})"
+
+
+class DistillLoss(nn.Module):
+    """CE + sum over layers of weight_l * lambda(epoch) * term_l.
+
+    ``term_l`` is :func:`fingerprint_loss` (``kind="cosine"``, phi_S vs phi_T) or
+    :func:`relational_loss` (``kind="relational"``; phi_s may then be any ``[B, *]`` student
+    features).  The returned parts dict holds floats for logging: ``"ce"``, ``"lambda"``,
+    ``"term/<layer>"`` (unweighted term), ``"weighted/<layer>"`` (what it adds to the total) and
+    ``"total"``; ``ce + sum(weighted/*) == total``.
+    """
+
+    def __init__(
+        self,
+        layer_weights: Mapping[str, float],
+        kind: str = "cosine",
+        lam: float | LinearWarmup = 0.1,
+    ):
+        """
+        Args:
+            layer_weights: ``{layer name: weight}``, e.g. ``{"layer3": 1.0, "layer2": 0.2}``.
+            kind: ``"cosine"`` or ``"relational"``.
+            lam: a constant lambda, or a :class:`LinearWarmup` schedule.
+
+        Raises:
+            ConfigError: empty mapping, a weight that is negative or not finite, unknown kind,
+                bad lambda.
+        """
+        super().__init__()
+        if not isinstance(layer_weights, Mapping) or not layer_weights:
+            raise ConfigError("layer_weights must be a non-empty {layer: weight} mapping, e.g. {'layer3': 1.0}")
+        for name, w in layer_weights.items():
+            if not isinstance(name, str) or not name:
+                raise ConfigError(f"layer names must be non-empty strings, got {name!r}")
+            if isinstance(w, bool) or not isinstance(w, numbers.Real) or not math.isfinite(w) or w < 0:
+                raise ConfigError(f"weight of layer {name!r} must be a finite number >= 0, got {w!r}")
+        if kind not in KINDS:
+            raise ConfigError(f"unknown loss kind {kind!r}; use one of: {', '.join(KINDS)}")
+        self.layer_weights = {name: float(w) for name, w in layer_weights.items()}
+        self.kind = kind
+        self.schedule = lam if isinstance(lam, LinearWarmup) else LinearWarmup(lam, 0)
+
+    def forward(
+        self,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        phi_s: Mapping[str, torch.Tensor],
+        phi_t: Mapping[str, torch.Tensor],
+        epoch: float = 0.0,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Total loss (scalar tensor with grad) and a dict of its parts as floats.
+
+        Args:
+            logits: ``[B, K]`` student logits.  labels: ``[B]`` class indices.
+            phi_s, phi_t: per layer, student and teacher tensors (``[B, r]`` for cosine).
+            epoch: 0-based, possibly fractional, for the lambda schedule.
+
+        Raises:
+            MismatchError: a layer missing from phi_s or phi_t, or shapes that disagree.
+            NonFiniteError: NaN/inf logits or fingerprints.  ConfigError: bad epoch.
+        """
+        lam = self.schedule(epoch)
+        _check_2d("logits", logits)
+        if labels.ndim != 1 or labels.shape[0] != logits.shape[0]:
+            raise MismatchError(
+                f"logits has shape {list(logits.shape)} but labels has shape {list(labels.shape)}; "
+                "labels must be [B] class indices for the same batch"
+            )
+        _check_finite("logits", logits)
+        ce = F.cross_entropy(logits, labels)
+        total = ce
+        names, terms, weighted = [], [], []
+        for name, w in self.layer_weights.items():
+            for side, mapping in (("phi_s", phi_s), ("phi_t", phi_t)):
+                if name not in mapping:
+                    raise MismatchError(
+                        f"{side} has no entry for layer {name!r} (has {sorted(mapping)}); "
+                        "pass a tensor for every layer in layer_weights"
+                    )
+            s, t = phi_s[name], phi_t[name]
+            if s.shape[0] != logits.shape[0]:
+                raise MismatchError(
+                    f"phi_s[{name!r}] has shape {list(s.shape)} but logits has shape "
+                    f"{list(logits.shape)}; both must come from the same batch"
+                )
+            term = fingerprint_loss(s, t) if self.kind == "cosine" else relational_loss(s, t)
+            part = term * (w * lam)
+            total = total + part
+            names.append(name)
+            terms.append(term)
+            weighted.append(part)
+        values = torch.stack([x.detach().double() for x in [ce, total, *terms, *weighted]]).tolist()
+        n = len(names)
+        parts: dict[str, float] = {"ce": values[0], "lambda": lam}
+        for i, name in enumerate(names):
+            parts[f"term/{name}"] = values[2 + i]
+            parts[f"weighted/{name}"] = values[2 + n + i]
+        parts["total"] = values[1]
+        return total, parts
+
+
+__all__ = ["KINDS", "fingerprint_loss", "relational_loss", "kd_loss", "LinearWarmup", "DistillLoss"]

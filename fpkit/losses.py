@@ -22,6 +22,11 @@ KINDS = ("cosine", "relational")
 _REDUCTIONS = ("mean", "sum", "none")
 
 
+def _is_real(x: object) -> bool:
+    """A finite real number that is not a bool."""
+    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
+
+
 def _check_finite(name: str, x: torch.Tensor) -> None:
     bad = ~torch.isfinite(x.detach())
     if bool(bad.any()):
@@ -37,7 +42,9 @@ def _check_2d(name: str, x: torch.Tensor) -> None:
     if not isinstance(x, torch.Tensor):
         raise ConfigError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.ndim != 2 or x.shape[0] < 1:
-        raise MismatchError(f"{name} must be [B, r] with B >= 1, got shape {list(x.shape)}; pass a batch of row vectors")
+        raise MismatchError(
+            f"{name} must be [B, r] with B >= 1, got shape {list(x.shape)}; pass a batch of row vectors"
+        )
 
 
 def _common(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -100,9 +107,13 @@ def relational_loss(student_feats: torch.Tensor, teacher_fp: torch.Tensor) -> to
         ConfigError: B < 2.  MismatchError: batch sizes differ, or ``teacher_fp`` is not 2-D.
         NonFiniteError: NaN/inf in either input.
     """
-    if not isinstance(student_feats, torch.Tensor) or student_feats.ndim < 2:
-        shape = list(student_feats.shape) if isinstance(student_feats, torch.Tensor) else type(student_feats).__name__
-        raise MismatchError(f"student_feats must be [B, *] with at least 2 dims, got {shape}; pass a batch")
+    if not isinstance(student_feats, torch.Tensor):
+        raise ConfigError(f"student_feats must be a torch.Tensor, got {type(student_feats).__name__}")
+    if student_feats.ndim < 2:
+        raise MismatchError(
+            f"student_feats must be [B, *] with at least 2 dims, got shape {list(student_feats.shape)}; "
+            "pass a batch"
+        )
     _check_2d("teacher_fp", teacher_fp)
     if student_feats.shape[0] != teacher_fp.shape[0]:
         raise MismatchError(
@@ -111,7 +122,9 @@ def relational_loss(student_feats: torch.Tensor, teacher_fp: torch.Tensor) -> to
         )
     B = teacher_fp.shape[0]
     if B < 2:
-        raise ConfigError(f"relational_loss needs a batch of at least 2 samples, got {B}; use a larger batch")
+        raise ConfigError(
+            f"relational_loss needs a batch of at least 2 samples, got {B}; use a larger batch"
+        )
     _check_finite("student_feats", student_feats)
     _check_finite("teacher_fp", teacher_fp)
     s, t = _common(student_feats.reshape(B, -1), teacher_fp)
@@ -131,7 +144,7 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float
         ConfigError: T not a positive finite number.  MismatchError: shapes differ.
         NonFiniteError: NaN/inf in either input.
     """
-    if isinstance(T, bool) or not isinstance(T, numbers.Real) or not math.isfinite(T) or T <= 0:
+    if not _is_real(T) or T <= 0:
         raise ConfigError(f"temperature T must be a positive number, got {T!r}; the usual value is 4")
     _check_2d("student_logits", student_logits)
     _check_2d("teacher_logits", teacher_logits)
@@ -163,10 +176,13 @@ class LinearWarmup:
         Raises:
             ConfigError: ``final`` negative or not finite, ``warmup_epochs`` not an int >= 0.
         """
-        if isinstance(final, bool) or not isinstance(final, numbers.Real) or not math.isfinite(final) or final < 0:
+        if not _is_real(final) or final < 0:
             raise ConfigError(f"lambda must be a finite number >= 0, got {final!r}; the source uses 0.1")
-        if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, numbers.Integral) or warmup_epochs < 0:
-            raise ConfigError(f"warmup_epochs must be an int >= 0, got {warmup_epochs!r}; use 0 for a constant lambda")
+        integral = isinstance(warmup_epochs, numbers.Integral) and not isinstance(warmup_epochs, bool)
+        if not integral or warmup_epochs < 0:
+            raise ConfigError(
+                f"warmup_epochs must be an int >= 0, got {warmup_epochs!r}; use 0 for a constant lambda"
+            )
         self.final = float(final)
         self.warmup_epochs = int(warmup_epochs)
 
@@ -176,7 +192,7 @@ class LinearWarmup:
         Raises:
             ConfigError: ``epoch`` negative or not finite.
         """
-        if isinstance(epoch, bool) or not isinstance(epoch, numbers.Real) or not math.isfinite(epoch) or epoch < 0:
+        if not _is_real(epoch) or epoch < 0:
             raise ConfigError(f"epoch must be a finite number >= 0, got {epoch!r}; epochs count from 0")
         if self.warmup_epochs == 0:
             return self.final
@@ -214,11 +230,13 @@ class DistillLoss(nn.Module):
         """
         super().__init__()
         if not isinstance(layer_weights, Mapping) or not layer_weights:
-            raise ConfigError("layer_weights must be a non-empty {layer: weight} mapping, e.g. {'layer3': 1.0}")
+            raise ConfigError(
+                "layer_weights must be a non-empty {layer: weight} mapping, e.g. {'layer3': 1.0}"
+            )
         for name, w in layer_weights.items():
             if not isinstance(name, str) or not name:
                 raise ConfigError(f"layer names must be non-empty strings, got {name!r}")
-            if isinstance(w, bool) or not isinstance(w, numbers.Real) or not math.isfinite(w) or w < 0:
+            if not _is_real(w) or w < 0:
                 raise ConfigError(f"weight of layer {name!r} must be a finite number >= 0, got {w!r}")
         if kind not in KINDS:
             raise ConfigError(f"unknown loss kind {kind!r}; use one of: {', '.join(KINDS)}")
@@ -275,6 +293,7 @@ class DistillLoss(nn.Module):
             names.append(name)
             terms.append(term)
             weighted.append(part)
+        # one device sync for all logged parts
         values = torch.stack([x.detach().double() for x in [ce, total, *terms, *weighted]]).tolist()
         n = len(names)
         parts: dict[str, float] = {"ce": values[0], "lambda": lam}

@@ -32,13 +32,17 @@ _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 
 
-def _splitmix64(seed: int, count: int) -> np.ndarray:
+def splitmix64_at(seed: int, positions: np.ndarray) -> np.ndarray:
+    """The SplitMix64 outputs number ``positions`` (1-based, uint64 array of any shape) of stream ``seed``."""
     with np.errstate(over="ignore"):
-        k = np.arange(1, count + 1, dtype=np.uint64)
-        z = np.uint64(seed) + k * _GOLDEN
+        z = np.uint64(seed) + np.asarray(positions, dtype=np.uint64) * _GOLDEN
         z = (z ^ (z >> np.uint64(30))) * _M1
         z = (z ^ (z >> np.uint64(27))) * _M2
         return z ^ (z >> np.uint64(31))
+
+
+def _splitmix64(seed: int, count: int) -> np.ndarray:
+    return splitmix64_at(seed, np.arange(1, count + 1, dtype=np.uint64))
 
 
 def standard_normals(seed: int, count: int) -> np.ndarray:

@@ -10,14 +10,15 @@ from fpkit.features import POOLINGS, pool_features, project_features
 
 
 def _check_R(R: torch.Tensor) -> None:
+    fix = "load R from the fingerprint file"
     if not isinstance(R, torch.Tensor):
-        raise ConfigError(f"R must be a torch.Tensor [d, r], got {type(R).__name__}; load it from the fingerprint file")
+        raise ConfigError(f"R must be a torch.Tensor [d, r], got {type(R).__name__}; {fix}")
     if R.ndim != 2 or R.shape[0] < 1 or R.shape[1] < 1:
-        raise ConfigError(f"R must be a non-empty 2-D [d, r] matrix, got shape {list(R.shape)}; load it from the fingerprint file")
+        raise ConfigError(f"R must be a non-empty 2-D [d, r] matrix, got shape {list(R.shape)}; {fix}")
     if not R.is_floating_point():
-        raise ConfigError(f"R must be a floating-point matrix, got dtype {R.dtype}; load it from the fingerprint file")
+        raise ConfigError(f"R must be a floating-point matrix, got dtype {R.dtype}; {fix}")
     if not bool(torch.isfinite(R).all()):
-        raise ConfigError("R holds NaN or infinite values; reload it from the fingerprint file (check its digest)")
+        raise ConfigError(f"R holds NaN or infinite values; {fix} (and check its digest)")
 
 
 class FingerprintHead(nn.Module):
@@ -50,10 +51,15 @@ class FingerprintHead(nn.Module):
         super().__init__()
         _check_R(R)
         if pooling != "auto" and pooling not in POOLINGS:
-            raise ConfigError(f"unknown pooling {pooling!r}; use one of: auto, {', '.join(POOLINGS)}")
+            raise ConfigError(
+                f"unknown pooling {pooling!r}; use one of: auto, {', '.join(POOLINGS)}"
+            )
         d, r = R.shape
         if in_dim is not None and (isinstance(in_dim, bool) or not isinstance(in_dim, int) or in_dim < 1):
-            raise ConfigError(f"in_dim must be a positive int or None, got {in_dim!r}; pass the student layer's channel count")
+            raise ConfigError(
+                f"in_dim must be a positive int or None, got {in_dim!r}; "
+                "pass the channel count of the student's tapped layer"
+            )
         self.d, self.r = int(d), int(r)
         self.in_dim = self.d if in_dim is None else int(in_dim)
         self.pooling = pooling
@@ -81,8 +87,8 @@ class FingerprintHead(nn.Module):
         if pooled.shape[1] != self.in_dim:
             raise MismatchError(
                 f"student features pool to shape {list(pooled.shape)} but the head expects width "
-                f"{self.in_dim} (R is {self.d}x{self.r}); pass in_dim={pooled.shape[1]} to add an adapter, "
-                "or tap the layer the head was built for"
+                f"{self.in_dim} (R is {self.d}x{self.r}); pass in_dim={pooled.shape[1]} to add an "
+                "adapter, or tap the layer the head was built for"
             )
         if self.adapter is not None:
             pooled = self.adapter(pooled)

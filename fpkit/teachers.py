@@ -413,8 +413,13 @@ def _load_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], sourc
 def _finish(
     model: nn.Module, arch: str, num_classes: int | None, source_kind: str, trusted: bool
 ) -> Teacher:
-    model = model.cpu().eval()
-    model.requires_grad_(False)
+    model = model.cpu()
+    try:
+        model.eval()
+    except NotImplementedError:
+        pass  # torch.export modules fix train/eval behaviour when exported
+    for param in model.parameters():
+        param.requires_grad_(False)
     state_dict = model.state_dict()
     is_cifar = infer_cifar_resnet(state_dict) is not None and any(
         name == DEFAULT_LAYER for name, _ in model.named_modules()
@@ -454,7 +459,9 @@ def _arch_from_checkpoint(extras: Mapping[str, Any]) -> str | None:
     if not isinstance(value, str):
         return None
     value = value.strip()
-    if value in CIFAR_RESNETS or value.startswith("torchvision:") or value in _torchvision_names():
+    if value in CIFAR_RESNETS or value.startswith("torchvision:"):
+        return value
+    if ":" not in value and value in _torchvision_names():
         return value
     return None
 
@@ -522,12 +529,6 @@ def load_teacher(
 
     assert state_dict is not None
     state_dict = _strip_module_prefix(state_dict)
-    if num_classes is None:
-        num_classes = _classifier_rows(state_dict)
-        if num_classes is None and isinstance(extras.get("num_classes"), int):
-            num_classes = extras["num_classes"]
-    if num_classes is None:
-        raise ConfigError(f"cannot tell the number of classes of {p} from its weights; pass --num-classes N")
     if arch is None:
         arch = _arch_from_checkpoint(extras) or infer_cifar_resnet(state_dict)
     if arch is None:
@@ -535,6 +536,12 @@ def load_teacher(
             f"cannot tell the architecture of {p} from its weights; pass --arch NAME "
             f"(one of {', '.join(CIFAR_RESNETS)}, torchvision:NAME, or package.module:callable)"
         )
+    if num_classes is None:
+        num_classes = _classifier_rows(state_dict)
+        if num_classes is None and isinstance(extras.get("num_classes"), int):
+            num_classes = extras["num_classes"]
+    if num_classes is None:
+        raise ConfigError(f"cannot tell the number of classes of {p} from its weights; pass --num-classes N")
     model = resolve_arch(arch, num_classes, in_channels)
     _load_strict(model, state_dict, str(p), arch)
     return _finish(model, _canonical_arch(arch), num_classes, source_kind, trusted)

@@ -48,7 +48,7 @@ class LayerInfo:
     fidelity: dict = field(default_factory=dict, compare=False)
 
 
-@dataclass
+@dataclass(eq=False)
 class FingerprintFile:
     """A fingerprint file loaded into memory (no open HDF5 handle)."""
 
@@ -58,6 +58,18 @@ class FingerprintFile:
     layers: tuple[LayerInfo, ...]
     arrays: dict[str, np.ndarray]
     _decoded: dict = field(default_factory=dict, repr=False)
+
+    def __eq__(self, other: object) -> bool:
+        # the generated __eq__ would compare numpy arrays with ==, which raises ValueError
+        if not isinstance(other, FingerprintFile):
+            return NotImplemented
+        return (self.path == other.path and self.format_version == other.format_version
+                and self.metadata == other.metadata and self.layers == other.layers
+                and self.arrays.keys() == other.arrays.keys()
+                and all(a.dtype == other.arrays[k].dtype and np.array_equal(a, other.arrays[k])
+                        for k, a in self.arrays.items()))
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass default
 
     # ---- identity
     @property

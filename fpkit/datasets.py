@@ -1,0 +1,275 @@
+"""Image sources a build can run over: cifar10, cifar100, fashionmnist, imagefolder:PATH,
+synthetic[:N[xC]] and the embedded sample.
+
+Every source gives uint8 batches [B, C, H, W] by index (fast paths for in-memory arrays), the
+labels, the class names, the normalisation constants, and :meth:`ImageSource.torch_dataset`, a
+map-style dataset yielding ``(PIL image, label)`` in the same order, which is what a student's
+training code wraps with :class:`fpkit.FingerprintDataset`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .errors import ConfigError, FpkitFileNotFoundError, FormatError
+
+# Channel statistics of each training split (RepDistiller's constants for CIFAR-100).
+NORMALIZE: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),
+    "fashionmnist": ((0.2860,), (0.3530,)),
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
+DATASET_NAMES = ("cifar10", "cifar100", "fashionmnist", "imagefolder:PATH", "synthetic[:N[xC]]", "embedded")
+
+
+class ArrayImageDataset(torch.utils.data.Dataset):
+    """Map-style dataset over uint8 images held in memory ([N, H, W, C] or [N, H, W]), yielding
+    ``(PIL image, label)`` like torchvision's datasets, with optional transforms."""
+
+    def __init__(self, images: np.ndarray, labels: Sequence[int], transform: Callable | None = None,
+                 target_transform: Callable | None = None):
+        self.images = images
+        self.targets = [int(x) for x in labels]
+        self.transform, self.target_transform = transform, target_transform
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int):
+        img = Image.fromarray(self.images[i])
+        y = self.targets[i]
+        if self.transform is not None:
+            img = self.transform(img)
+        if self.target_transform is not None:
+            y = self.target_transform(y)
+        return img, y
+
+
+@dataclass
+class ImageSource:
+    """A dataset split as the build sees it."""
+
+    name: str
+    split: str
+    classes: list[str]
+    labels: np.ndarray
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    image_shape: tuple[int, int, int]          # C, H, W
+    _array: np.ndarray | None = field(default=None, repr=False)   # [N, H, W, C] or [N, H, W] uint8
+    _make_torch: Callable[..., torch.utils.data.Dataset] | None = field(default=None, repr=False)
+    _plain: torch.utils.data.Dataset | None = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def get_batch(self, indices: Sequence[int]) -> torch.Tensor:
+        """uint8 [B, C, H, W] images at ``indices`` (CPU).
+
+        Raises:
+            FormatError: an image's size differs from the first one's (views need one size).
+        """
+        idx = np.asarray(indices, dtype=np.int64)
+        if self._array is not None:
+            arr = self._array[idx]
+        else:
+            if self._plain is None:
+                self._plain = self.torch_dataset()
+            ds = self._plain
+            arr = np.stack([self._pixels(ds, int(i)) for i in idx])
+        t = torch.from_numpy(np.ascontiguousarray(arr))
+        if t.ndim == 3:
+            t = t.unsqueeze(-1)
+        return t.permute(0, 3, 1, 2)
+
+    def _pixels(self, ds, i: int) -> np.ndarray:
+        img = ds[i][0]
+        arr = np.asarray(img, dtype=np.uint8)
+        c, h, w = self.image_shape
+        got = arr.shape[:2]
+        if got != (h, w):
+            raise FormatError(f"{self.name}: image {i} is {got[1]}x{got[0]} pixels but the first is {w}x{h}; "
+                              "fingerprint views need images of one size: resize the folder first")
+        return arr
+
+    def torch_dataset(self, transform: Callable | None = None,
+                      target_transform: Callable | None = None) -> torch.utils.data.Dataset:
+        """The split as a map-style dataset yielding ``(PIL image, label)`` in file order."""
+        assert self._make_torch is not None
+        return self._make_torch(transform=transform, target_transform=target_transform)
+
+    def identity(self) -> dict:
+        return {"name": self.name, "split": self.split, "image_shape": list(self.image_shape),
+                "normalize": {"mean": list(self.mean), "std": list(self.std)}}
+
+
+def open_source(name: str, root: str | os.PathLike = "data", split: str = "train", *,
+                download: bool = True, normalize: str | None = None) -> ImageSource:
+    """Open a dataset split by name (see :data:`DATASET_NAMES`).
+
+    Args:
+        name: dataset name; ``imagefolder:PATH`` reads ``PATH/<split>`` if it exists, else PATH.
+        root: folder holding (or to receive) torchvision datasets.
+        split: "train" or "test".
+        download: let torchvision download a missing dataset (needs internet).
+        normalize: a preset name (cifar10, cifar100, fashionmnist, imagenet, none) or
+            "m1,m2,m3:s1,s2,s3"; default: the dataset's own statistics (imagenet for folders).
+
+    Raises:
+        ConfigError: unknown name or split.  FpkitFileNotFoundError: data missing offline.
+    """
+    if split not in ("train", "test"):
+        raise ConfigError(f"split must be 'train' or 'test', got {split!r}")
+    key = name.lower()
+    if key in ("cifar10", "cifar100"):
+        src = _cifar(key, Path(root), split, download)
+    elif key == "fashionmnist":
+        src = _fashionmnist(Path(root), split, download)
+    elif key.startswith("imagefolder:"):
+        src = _imagefolder(Path(name.split(":", 1)[1]), split)
+    elif key == "synthetic" or key.startswith("synthetic:"):
+        src = _synthetic(key, split)
+    elif key == "embedded":
+        src = _embedded(split)
+    else:
+        raise ConfigError(f"unknown dataset {name!r}; use one of {', '.join(DATASET_NAMES)}")
+    if normalize is not None:
+        src.mean, src.std = parse_normalize(normalize, channels=src.image_shape[0])
+    return src
+
+
+def parse_normalize(spec: str, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Parse a normalisation preset or "m1,m2,m3:s1,s2,s3" (raises ConfigError)."""
+    if spec == "none":
+        return (0.0,) * channels, (1.0,) * channels
+    if spec in NORMALIZE:
+        mean, std = NORMALIZE[spec]
+    else:
+        try:
+            m, s = spec.split(":")
+            mean = tuple(float(x) for x in m.split(","))
+            std = tuple(float(x) for x in s.split(","))
+        except ValueError as e:
+            raise ConfigError(f"normalisation {spec!r} is neither a preset ({', '.join(NORMALIZE)}, none) "
+                              "nor 'm1,m2,m3:s1,s2,s3'") from e
+    if len(mean) != channels or len(std) != channels or min(std) <= 0:
+        raise ConfigError(f"normalisation {spec!r} needs {channels} means and {channels} positive stds")
+    return tuple(mean), tuple(std)
+
+
+def _cifar(key: str, root: Path, split: str, download: bool) -> ImageSource:
+    from torchvision import datasets
+    cls = datasets.CIFAR10 if key == "cifar10" else datasets.CIFAR100
+    folder = root / ("cifar-10-batches-py" if key == "cifar10" else "cifar-100-python")
+
+    def make(transform=None, target_transform=None):
+        return cls(str(root), train=split == "train", transform=transform, target_transform=target_transform,
+                   download=False)
+
+    ds = _torchvision_open(lambda: cls(str(root), train=split == "train", download=download),
+                           key, folder, root)
+    mean, std = NORMALIZE[key]
+    return ImageSource(key, split, list(ds.classes), np.asarray(ds.targets, dtype=np.int64), mean, std,
+                       (3, 32, 32), _array=ds.data, _make_torch=make)
+
+
+def _fashionmnist(root: Path, split: str, download: bool) -> ImageSource:
+    from torchvision import datasets
+
+    def make(transform=None, target_transform=None):
+        return datasets.FashionMNIST(str(root), train=split == "train", transform=transform,
+                                     target_transform=target_transform, download=False)
+
+    ds = _torchvision_open(lambda: datasets.FashionMNIST(str(root), train=split == "train", download=download),
+                           "fashionmnist", root / "FashionMNIST" / "raw", root)
+    mean, std = NORMALIZE["fashionmnist"]
+    return ImageSource("fashionmnist", split, list(ds.classes), ds.targets.numpy().astype(np.int64), mean, std,
+                       (1, 28, 28), _array=ds.data.numpy(), _make_torch=make)
+
+
+def _torchvision_open(open_fn, key: str, folder: Path, root: Path):
+    try:
+        return open_fn()
+    except (RuntimeError, OSError) as e:   # torchvision: "Dataset not found"; URLError is an OSError
+        raise FpkitFileNotFoundError(
+            f"{key} is not in {folder} and could not be downloaded ({type(e).__name__}: {str(e)[:80]}); "
+            f"put the torchvision files there or pass --root DIR pointing to the folder that holds them") from e
+
+
+def _imagefolder(path: Path, split: str) -> ImageSource:
+    from torchvision import datasets
+    folder = path / split if (path / split).is_dir() else path
+    if not folder.is_dir():
+        raise FpkitFileNotFoundError(f"image folder {folder} does not exist; give imagefolder:PATH with "
+                                     "PATH/<class>/<image> or PATH/<split>/<class>/<image>")
+    try:
+        probe = datasets.ImageFolder(str(folder))
+    except (FileNotFoundError, RuntimeError) as e:
+        raise FpkitFileNotFoundError(f"no images found under {folder} ({e}); expected {folder}/<class>/<image>") from e
+
+    def make(transform=None, target_transform=None):
+        return datasets.ImageFolder(str(folder), transform=transform, target_transform=target_transform,
+                                    loader=_rgb_loader)
+
+    first = np.asarray(_rgb_loader(probe.samples[0][0]))
+    h, w = first.shape[:2]
+    mean, std = NORMALIZE["imagenet"]
+    return ImageSource(f"imagefolder:{folder}", split, list(probe.classes),
+                       np.asarray(probe.targets, dtype=np.int64), mean, std, (3, h, w), _make_torch=make)
+
+
+def _rgb_loader(path: str) -> Image.Image:
+    with open(path, "rb") as fh:
+        return Image.open(fh).convert("RGB")
+
+
+def _synthetic(key: str, split: str) -> ImageSource:
+    n, c = 256, 10
+    if ":" in key:
+        spec = key.split(":", 1)[1]
+        try:
+            n, c = (int(x) for x in spec.split("x")) if "x" in spec else (int(spec), c)
+        except ValueError as e:
+            raise ConfigError(f"synthetic dataset spec {key!r} must look like synthetic:N or synthetic:NxC") from e
+    if n < 1 or c < 1:
+        raise ConfigError(f"synthetic dataset needs N >= 1 and C >= 1, got {n}, {c}")
+    images, labels = synthetic_images(n, c, seed=0 if split == "train" else 1)
+    return ImageSource(f"synthetic:{n}x{c}", split, [f"class{i}" for i in range(c)], labels,
+                       (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), (3, 32, 32), _array=images,
+                       _make_torch=lambda transform=None, target_transform=None:
+                       ArrayImageDataset(images, labels, transform, target_transform))
+
+
+def synthetic_images(n: int, c: int, seed: int = 0, size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic learnable images: class-dependent colour and stripe frequency plus noise."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n, dtype=np.int64) % c
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    base = np.empty((n, size, size, 3), dtype=np.float64)
+    for k in range(3):
+        phase = 2 * np.pi * (labels[:, None, None] + 1) * (xx if k % 2 else yy)[None] * (k + 1) / 2
+        base[..., k] = 0.5 + 0.35 * np.sin(phase + k * labels[:, None, None])
+    base += rng.normal(0, 0.12, base.shape)
+    return (np.clip(base, 0, 1) * 255).round().astype(np.uint8), labels
+
+
+def _embedded(split: str) -> ImageSource:
+    ref = resources.files("fpkit.data").joinpath("embedded_sample.npz")
+    if not ref.is_file():
+        raise FpkitFileNotFoundError("the embedded sample fpkit/data/embedded_sample.npz is missing from "
+                                     "this installation; reinstall fpkit")
+    with resources.as_file(ref) as p, np.load(p, allow_pickle=False) as z:
+        images, labels, classes = z["images"], z["labels"].astype(np.int64), [str(x) for x in z["classes"]]
+    mean, std = NORMALIZE["cifar10"]
+    return ImageSource("embedded", "test", classes, labels, mean, std, (3, 32, 32), _array=images,
+                       _make_torch=lambda transform=None, target_transform=None:
+                       ArrayImageDataset(images, labels, transform, target_transform))

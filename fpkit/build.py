@@ -428,6 +428,8 @@ def _compute(o, source, tap, specs, poolings, policy, k, view_seed, mean, std, d
                enabled=o.autocast is not None)
     chunk_correct: dict[int, list[int]] = {}
     remaining = {c: store.chunk_len(c, o.chunk_size) for c in todo}
+    bad: dict[str, set[int]] = {}
+    tainted: set[int] = set()
     with torch.inference_mode():
         for (batch_u8, idx_t), c in zip(loader, owner):
             idx = idx_t.numpy()
@@ -443,10 +445,9 @@ def _compute(o, source, tap, specs, poolings, policy, k, view_seed, mean, std, d
                 pooled = _features.pool_features(feats[sp.name], pooling).float()
                 finite = torch.isfinite(pooled).all(dim=1)
                 if not bool(finite.all()):
-                    bad = sorted(set(idx[(~finite).view(b, k).any(dim=1).cpu().numpy()].tolist()))
-                    raise NonFiniteError(f"teacher layer {sp.name} produced NaN or infinite features for samples "
-                                         f"{bad[:20]}{' ...' if len(bad) > 20 else ''}; nothing was written: "
-                                         "check the teacher's weights and the input normalisation")
+                    hit = idx[(~finite).view(b, k).any(dim=1).cpu().numpy()].tolist()
+                    bad.setdefault(sp.name, set()).update(hit)
+                    tainted.add(c)
                 phi = _features.project_features(pooled, Rs[i]).view(b, k, sp.r)
                 store.sample[i][idx] = phi.mean(dim=1).cpu().numpy()
                 if store.views:
@@ -460,10 +461,15 @@ def _compute(o, source, tap, specs, poolings, policy, k, view_seed, mean, std, d
                 acc[0] += hits
                 acc[1] += b * k
             remaining[c] -= b
-            if remaining[c] == 0:
+            if remaining[c] == 0 and c not in tainted:
                 acc = chunk_correct.pop(c, [0, 0])
                 store.mark_done(c, acc[0], acc[1])
             progress.update(b, k)
+    for name, where in bad.items():
+        ids = sorted(where)
+        raise NonFiniteError(f"teacher layer {name} produced NaN or infinite features for {len(ids)} samples "
+                             f"{ids[:20]}{' ...' if len(ids) > 20 else ''}; nothing was written: check the "
+                             "teacher's weights and the input normalisation")
 
 
 def _finish(o, out, work, store, source, teacher, specs, poolings, policy, k, view_seed, top1, count, world, dev):

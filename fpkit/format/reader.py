@@ -261,6 +261,13 @@ class _Reader:
         if hashlib.sha256(text.encode()).hexdigest() != complete:
             raise CorruptFileError(f"{p}: the metadata does not match its digest; the file is damaged: download or rebuild it")
         try:
+            unknown_attrs = sorted(set(self.f.attrs.keys()) - _ATTRS)
+        except (OSError, RuntimeError, KeyError) as e:
+            raise CorruptFileError(f"{p}: the root attributes cannot be listed ({e}); the file is damaged") from e
+        if unknown_attrs:  # an attribute cannot carry a must_understand marker: never ignorable
+            raise UnknownFieldError(f"{p}: unknown root attributes {unknown_attrs[:5]} (not in format "
+                                    f"{self.version}); a newer fpkit may understand this file")
+        try:
             meta = json.loads(text)
         except json.JSONDecodeError as e:
             raise FormatError(f"{p}: the metadata is not valid JSON ({e})") from e

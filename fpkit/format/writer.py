@@ -26,8 +26,9 @@ import numpy as np
 from .._version import __version__
 from ..projection import GENERATOR, projection_sha256
 from ..errors import (ConfigError, FpkitFileNotFoundError, FpkitPermissionError, MismatchError,
-                      OutputExistsError, StorageError)
+                      NonFiniteError, OutputExistsError, StorageError)
 from . import codecs, quantize
+from ._validate import SchemaViolation, validate
 from .spec import (ATTR_COMPLETE, ATTR_FORMAT, ATTR_METADATA, ATTR_VERSION, CLASS_COUNTS,
                    DEFAULT_CHUNK_ROWS, DEFAULT_CODEC, DEFAULT_DTYPE, FORMAT_NAME, FORMAT_VERSION,
                    LABELS, SAMPLE_DIGESTS, VIEW_PARAMS)
@@ -180,7 +181,11 @@ class FingerprintWriter:
         self._tmp = self.path.parent / f".{self.path.name}.writing-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         try:
             self._f = h5py.File(self._tmp, "w", track_order=False)
+            # identify the file from the start, so that an interrupted write reads as incomplete
+            self._f.attrs[ATTR_FORMAT] = FORMAT_NAME
+            self._f.attrs[ATTR_VERSION] = FORMAT_VERSION
             self._create(np.asarray(sample_digests, dtype=np.uint64))
+            self._check_metadata()
         except BaseException as e:
             self.abort()
             if isinstance(e, OSError):
@@ -220,6 +225,18 @@ class FingerprintWriter:
             raise ConfigError(f"output {self.path} is a folder; give a file name such as {self.path / 'fp.h5'}")
         if self.path.exists() and not overwrite:
             raise OutputExistsError(f"{self.path} exists; pass --force to replace it or choose another -o path")
+
+    def _check_metadata(self) -> None:
+        """Refuse, before any row is computed, metadata that would make a file no reader accepts."""
+        try:
+            validate({**self._meta, "datasets": {}})
+        except SchemaViolation as e:
+            raise ConfigError(f"metadata {e}; it would not follow format {FORMAT_VERSION} (formats/SPEC.md)") from e
+        v = self._meta["views"]
+        if bool(v["replay"]) != bool(self.k) or (self.k and v["per_sample"] != self.k):
+            raise ConfigError(f"views.replay={v['replay']} and views.per_sample={v['per_sample']} do not fit "
+                              f"views_per_sample={self.k}: replay must be true exactly when per-view tables "
+                              "are stored, and per_sample must then equal views_per_sample")
 
     def _create(self, sample_digests: np.ndarray) -> None:
         f, n, c = self._f, self.n, self.c
@@ -280,6 +297,7 @@ class FingerprintWriter:
             view_params: int [B, K, 3] (top, left, flip) of each view (only with views_per_sample).
         Raises:
             MismatchError: shapes disagree, or more rows than N.  StorageError: the disk failed.
+            NonFiniteError: a value is NaN or infinite, or beyond float16's range when storing float16.
         """
         if self._closed:
             raise ConfigError("writer is closed")
@@ -296,6 +314,10 @@ class FingerprintWriter:
             raise MismatchError(f"{self._done + b} rows appended to a file of {self.n} samples")
         if self.k and (views is None or view_params is None):
             raise MismatchError("this file stores per-view tables: pass views= and view_params=")
+        for sp in self.layers:  # before anything is stored, so a refusal leaves the writer usable
+            self._check_finite(sp.name, rows[sp.name])
+            if self.k and sp.name in views:
+                self._check_finite(sp.name, views[sp.name])
         labels = self.labels[self._done:self._done + b]
         try:
             if self.k:
@@ -316,6 +338,17 @@ class FingerprintWriter:
         except OSError as e:
             raise _os_error(e, self.path) from e
         self._done += b
+
+    def _check_finite(self, name: str, values: np.ndarray) -> None:
+        """Refuse NaN/inf, and values float16 storage would turn into inf (|x| > 65504)."""
+        arr = np.asarray(values, dtype=np.float32)
+        probe = arr.astype(np.float16) if self.dtype == "float16" else arr
+        ok = np.isfinite(probe).reshape(arr.shape[0], -1).all(axis=1)
+        if not ok.all():
+            bad = (np.flatnonzero(~ok) + self._done).tolist()
+            hint = ("; they exceed float16's range (|x| <= 65504): store float32"
+                    if probe is not arr and np.isfinite(arr).all() else "")
+            raise NonFiniteError(f"layer {name}: non-finite fingerprint values at samples {bad[:10]}{hint}")
 
     def _store(self, i: int, kind: str, values: np.ndarray) -> None:
         g = f"layers/{i}"
@@ -350,8 +383,6 @@ class FingerprintWriter:
             self._meta["datasets"] = datasets
             text = json.dumps(self._meta, sort_keys=True, separators=(",", ":"))
             f = self._f
-            f.attrs[ATTR_FORMAT] = FORMAT_NAME
-            f.attrs[ATTR_VERSION] = FORMAT_VERSION
             f.attrs[ATTR_METADATA] = text
             f.attrs[ATTR_COMPLETE] = hashlib.sha256(text.encode()).hexdigest()
             f.close()

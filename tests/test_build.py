@@ -1,0 +1,221 @@
+"""fpkit build: exact fingerprints, resumability, sharding, and its error paths."""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision.transforms.functional as TF
+
+from conftest import PYTHON, subprocess_env
+from fpkit import build as build_mod
+from fpkit.build import BuildInterrupted, BuildOptions, build
+from fpkit.datasets import open_source
+from fpkit.errors import ConfigError, MismatchError, NonFiniteError, OutputExistsError
+from fpkit.format import open_fingerprints, verify_fingerprints
+from fpkit.projection import make_projection
+from fpkit.teachers import load_teacher
+
+DATA = "synthetic:24x10"
+
+
+def opts(tmp_path, teacher, **kw) -> BuildOptions:
+    base = dict(teacher=str(teacher), dataset=DATA, output=str(tmp_path / "fp.h5"), views=3, dtype="float32",
+                chunk_size=8, batch_size=12, device="cpu")
+    base.update(kw)
+    return BuildOptions(**base)
+
+
+def independent_fingerprints(teacher_path, params_per_sample, layer="layer3", seed=0, r=128, data=DATA):
+    """Straightforward reference: per image, per view, torchvision transforms on PIL, hook on layer."""
+    src = open_source(data)
+    ds = src.torch_dataset()
+    model = load_teacher(teacher_path).model
+    got = {}
+    model.get_submodule(layer).register_forward_hook(lambda m, i, o: got.__setitem__("f", o))
+    R = None
+    out = []
+    for i in range(len(ds)):
+        img, _ = ds[i]
+        views = []
+        for top, left, flip in params_per_sample[i]:
+            x = TF.crop(TF.pad(img, 4, fill=0), int(top), int(left), 32, 32)
+            if flip:
+                x = TF.hflip(x)
+            views.append(TF.normalize(TF.to_tensor(x), src.mean, src.std))
+        phis = []
+        for v in views:
+            with torch.no_grad():
+                model(v[None])
+            f = got["f"].mean(dim=(2, 3))[0].double()
+            if R is None:
+                R = torch.from_numpy(make_projection(f.shape[0], r, seed)).double()
+            phis.append((f / f.norm()) @ R)
+        out.append(torch.stack(phis).mean(0).numpy())
+    return np.stack(out)
+
+
+def test_k_views_match_independent_computation(tmp_path, tiny_teacher):
+    res = build(opts(tmp_path, tiny_teacher, replay=True), quiet=True)
+    fp = open_fingerprints(res.path)
+    params = fp.view_params
+    assert params.shape == (24, 3, 3)
+    ref = independent_fingerprints(tiny_teacher, params)
+    np.testing.assert_allclose(fp.table("sample"), ref, atol=2e-6)
+    # per-class = mean of per-sample fingerprints of the class
+    lab = fp.labels
+    cls = np.stack([ref[lab == c].mean(0) for c in range(10)])
+    np.testing.assert_allclose(fp.table("class"), cls, atol=2e-6)
+    # per-view table averages to the per-sample one
+    np.testing.assert_allclose(fp.table("views").mean(1), fp.table("sample"), atol=1e-6)
+    assert fp.metadata["views"]["per_sample"] == 3 and fp.metadata["teacher"]["accuracy"]["count"] == 72
+
+
+def test_all_views_is_the_exact_expectation(tmp_path, tiny_teacher):
+    res = build(opts(tmp_path, tiny_teacher, dataset="synthetic:3x10", views="all", batch_size=200), quiet=True)
+    fp = open_fingerprints(res.path)
+    assert fp.metadata["views"]["count"] == "all" and fp.metadata["views"]["per_sample"] == 162
+    every = list(itertools.product(range(9), range(9), range(2)))
+    ref = independent_fingerprints(tiny_teacher, [every] * 3, data="synthetic:3x10")
+    np.testing.assert_allclose(fp.table("sample"), ref, atol=2e-6)
+
+
+def test_two_layers_and_identity_metadata(tmp_path, tiny_teacher):
+    res = build(opts(tmp_path, tiny_teacher, layers=("layer2", "layer3"), r=16, seed=5), quiet=True)
+    fp = open_fingerprints(res.path)
+    assert [(l.name, l.d, l.r, l.seed) for l in fp.layers] == [("layer2", 32, 16, 5), ("layer3", 64, 16, 6)]
+    assert np.array_equal(fp.projection("layer2"), make_projection(32, 16, 5))
+    t = load_teacher(tiny_teacher)
+    m = fp.metadata
+    assert m["teacher"]["weights_sha256"] == t.weights_sha256 and m["teacher"]["num_params"] == t.num_params
+    assert m["dataset"]["name"] == DATA and m["dataset"]["normalize"]["mean"] == [0.5, 0.5, 0.5]
+    assert verify_fingerprints(res.path) == []
+
+
+def _interrupt_after(monkeypatch, chunks: int):
+    real = build_mod._WorkStore.mark_done
+    calls = {"n": 0}
+
+    def mark(self, c, correct, count):
+        real(self, c, correct, count)
+        calls["n"] += 1
+        if calls["n"] == chunks:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(build_mod._WorkStore, "mark_done", mark)
+
+
+def test_interrupt_then_resume_equals_uninterrupted(tmp_path, tiny_teacher, monkeypatch):
+    ref = build(opts(tmp_path, tiny_teacher, output=str(tmp_path / "ref.h5")), quiet=True)
+    _interrupt_after(monkeypatch, 2)
+    o = opts(tmp_path, tiny_teacher)
+    with pytest.raises(BuildInterrupted, match="--resume"):
+        build(o, quiet=True)
+    assert not Path(o.output).exists()
+    assert (tmp_path / ".fp.h5.partial").is_dir()
+    monkeypatch.undo()
+    with pytest.raises(OutputExistsError, match="--resume"):
+        build(o, quiet=True)
+    o.resume = True
+    res = build(o, quiet=True)
+    assert res.chunks_resumed == 2
+    a, b = open_fingerprints(ref.path), open_fingerprints(res.path)
+    for kind in ("sample", "class"):
+        assert np.array_equal(a.table(kind), b.table(kind))
+    assert a.metadata["teacher"] == b.metadata["teacher"]
+    assert a.metadata["datasets"] == b.metadata["datasets"]
+    assert not (tmp_path / ".fp.h5.partial").exists()
+
+
+def test_resume_with_other_settings_is_refused(tmp_path, tiny_teacher, monkeypatch):
+    _interrupt_after(monkeypatch, 1)
+    with pytest.raises(BuildInterrupted):
+        build(opts(tmp_path, tiny_teacher), quiet=True)
+    monkeypatch.undo()
+    with pytest.raises(MismatchError, match="layers"):
+        build(opts(tmp_path, tiny_teacher, r=64, resume=True), quiet=True)
+    res = build(opts(tmp_path, tiny_teacher, r=64, force=True), quiet=True)
+    assert open_fingerprints(res.path).layers[0].r == 64
+
+
+def test_errors_remove_fresh_work_folder(tmp_path, tiny_teacher, monkeypatch):
+    def boom(*a, **k):
+        raise ConfigError("synthetic failure")
+
+    monkeypatch.setattr(build_mod._WorkStore, "mark_done", boom)
+    with pytest.raises(ConfigError):
+        build(opts(tmp_path, tiny_teacher), quiet=True)
+    assert list(tmp_path.iterdir()) == [tmp_path / "teacher.pt"]
+
+
+def test_output_exists_and_force(tmp_path, tiny_teacher):
+    build(opts(tmp_path, tiny_teacher), quiet=True)
+    with pytest.raises(OutputExistsError, match="--force"):
+        build(opts(tmp_path, tiny_teacher), quiet=True)
+    build(opts(tmp_path, tiny_teacher, force=True, seed=3), quiet=True)
+    assert open_fingerprints(tmp_path / "fp.h5").layers[0].seed == 3
+    res = build(opts(tmp_path, tiny_teacher, resume=True), quiet=True)   # complete already: nothing to do
+    assert res.teacher_forwards == 0
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(r=0), "--r"), (dict(views=0), "--views"), (dict(layers=("layer9",)), "layer9"),
+    (dict(tables=("pixels",)), "--tables"), (dict(force=True, resume=True), "only one"),
+    (dict(dataset="nope"), "unknown dataset"), (dict(output="/nonexistent-dir/x.h5"), "does not exist"),
+])
+def test_bad_options(tmp_path, tiny_teacher, kw, match):
+    with pytest.raises(ConfigError if "does not exist" not in match else FileNotFoundError, match=match):
+        build(opts(tmp_path, tiny_teacher, **kw), quiet=True)
+
+
+def test_teacher_class_count_must_match_dataset(tmp_path, tiny_teacher):
+    with pytest.raises(MismatchError, match="10 outputs"):
+        build(opts(tmp_path, tiny_teacher, dataset="synthetic:12x4"), quiet=True)
+
+
+def test_nonfinite_features_name_the_samples(tmp_path, monkeypatch):
+    mod = tmp_path / "nanmodel.py"
+    mod.write_text(textwrap.dedent("""
+        import torch
+        from fpkit.models.cifar_resnet import resnet8
+        class Poison(torch.nn.Module):
+            def forward(self, x):
+                bad = (x[:, 0, 16, 16] > 1.2)[:, None, None, None]
+                return torch.where(bad, torch.full_like(x, float('nan')), x)
+        def build(num_classes=10, in_channels=3):
+            torch.manual_seed(0)
+            m = resnet8(num_classes=num_classes)
+            m.conv1 = torch.nn.Sequential(Poison(), m.conv1)
+            return m
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    torch.save(__import__("nanmodel").build().state_dict(), tmp_path / "nan.pt")
+    with pytest.raises(NonFiniteError, match=r"samples \[") as e:
+        build(opts(tmp_path, tmp_path / "nan.pt", arch="nanmodel:build", views=1, padding=0, flip=False), quiet=True)
+    assert not (tmp_path / "fp.h5").exists() and not (tmp_path / ".fp.h5.partial").exists()
+    # the named samples are exactly those whose centre pixel trips the poison
+    src = open_source(DATA)
+    x = (src.get_batch(range(24))[:, 0, 16, 16].float() / 255 - 0.5) / 0.25
+    expected = sorted(np.nonzero((x > 1.2).numpy())[0].tolist())
+    assert expected and f"{len(expected)} samples {expected[:20]}" in str(e.value)
+
+
+def test_torchrun_two_ranks_equal_single_process(tmp_path, tiny_teacher):
+    single = build(opts(tmp_path, tiny_teacher, output=str(tmp_path / "one.h5")), quiet=True)
+    cmd = [PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "fpkit", "build",
+           str(tiny_teacher), DATA, "-o", str(tmp_path / "two.h5"), "--views", "3", "--dtype", "float32",
+           "--chunk-size", "8", "--batch-size", "12", "--device", "cpu", "-q"]
+    p = subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=240)
+    assert p.returncode == 0, p.stderr[-2000:]
+    a, b = open_fingerprints(single.path), open_fingerprints(tmp_path / "two.h5")
+    for kind in ("sample", "class"):
+        assert np.array_equal(a.table(kind), b.table(kind))
+    assert b.metadata["compute"]["world_size"] == 2
+    assert a.metadata["teacher"]["accuracy"] == b.metadata["teacher"]["accuracy"]

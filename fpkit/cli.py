@@ -168,6 +168,17 @@ def verify(file, as_json):
 
 
 @main.command()
+@click.argument("file", type=click.Path(dir_okay=True))
+@click.option("--json", "as_json", is_flag=True, help="Print the audit as JSON on stdout.")
+def audit(file, as_json):
+    """Report what FILE reveals: per layer and table, d, r, whether R is stored or derivable, and how
+    much of the teacher's features can be reconstructed from the fingerprints."""
+    from .audit import audit_file, format_audit
+    report = audit_file(file)
+    click.echo(json.dumps(report, indent=2) if as_json else format_audit(report))
+
+
+@main.command()
 @click.argument("teacher")
 @click.option("--arch", default=None, help="Architecture of a weights-only TEACHER.")
 @click.option("--num-classes", type=int, default=None)

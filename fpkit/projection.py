@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
-import torch
+
 
 from .errors import ConfigError
 
@@ -79,9 +79,9 @@ def make_projection(d: int, r: int, seed: int) -> np.ndarray:
     return R.astype(np.float32)
 
 
-def projection_sha256(R: np.ndarray | torch.Tensor) -> str:
-    """SHA-256 (hex) of R as little-endian float32 bytes in row-major order."""
-    if isinstance(R, torch.Tensor):
+def projection_sha256(R) -> str:
+    """SHA-256 (hex) of R (numpy array or torch tensor) as little-endian float32 bytes, row-major."""
+    if hasattr(R, "detach"):
         R = R.detach().cpu().numpy()
     return hashlib.sha256(np.ascontiguousarray(R, dtype="<f4").tobytes()).hexdigest()
 

@@ -1,0 +1,163 @@
+"""FingerprintDataset: pair a plain image dataset with the fingerprints a file stores for it.
+
+The wrapped dataset must yield ``(image, label)`` in the order the file was built from (for
+fpkit's own sources, :meth:`fpkit.datasets.ImageSource.torch_dataset` gives exactly that), without
+transforms of its own; ``transform`` is applied here.  Construction checks that the dataset is
+the one the file describes and raises :class:`~fpkit.errors.MismatchError` saying what differs.
+
+The object holds the tables as numpy arrays and no HDF5 handle, so DataLoader workers (fork or
+spawn) can use it directly.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torchvision.transforms.functional as TF
+from PIL import Image
+
+from .errors import ConfigError, MismatchError
+from .format import FingerprintFile, open_fingerprints
+from .format.writer import labels_sha256, sample_digest
+
+
+class FingerprintDataset(torch.utils.data.Dataset):
+    """``(image, label, target)`` for student training, target = the teacher's fingerprint.
+
+    Args:
+        fp: a fingerprint file path or an opened :class:`FingerprintFile`.
+        dataset: map-style dataset yielding ``(image, label)`` in file order, no transform.
+        table: "sample" (per-sample fingerprint), "class" (the fingerprint of the label's class),
+            or "index" (the target is the sample index, for gathering from a table kept on the
+            GPU: see :meth:`target_table`).
+        layer: a layer name, None for the file's first layer, or "all" for a dict
+            ``{layer: tensor [r]}``.
+        transform: applied to the image (after the replayed crop/flip in replay mode).
+        replay: pick one recorded view per item (uniformly, from torch's RNG), cut exactly that
+            crop and flip from the image, and return that view's own fingerprint.  Needs a file
+            built with ``--replay``; ``transform`` should then hold no random crop or flip.
+        check_samples: how many samples (evenly spaced) to compare pixel by pixel against the
+            file's per-sample digests; 0 skips the check.
+
+    Raises:
+        MismatchError: the dataset is not the one the file describes (the message says how).
+        ConfigError: the file lacks the table asked for, or the options contradict each other.
+    """
+
+    def __init__(self, fp: str | os.PathLike | FingerprintFile, dataset: Any, *, table: str = "sample",
+                 layer: str | None = None, transform: Callable | None = None, replay: bool = False,
+                 check_samples: int = 16):
+        self.fp = fp if isinstance(fp, FingerprintFile) else open_fingerprints(fp, load_views=replay)
+        self.dataset = dataset
+        self.transform = transform
+        self.replay = replay
+        if table not in ("sample", "class", "index"):
+            raise ConfigError(f"table must be 'sample', 'class' or 'index', got {table!r}")
+        self.table_kind = table
+        self.layers = self.fp.layer_names if layer == "all" else [self.fp.layer(layer).name]
+        self.all_layers = layer == "all"
+        if replay:
+            if self.fp.view_params is None:
+                raise ConfigError(f"{self.fp.path} holds no recorded views; rebuild it with `fpkit build --replay`")
+            if table != "sample":
+                raise ConfigError("replay returns each view's own fingerprint: use table='sample'")
+            self._tables = {n: self.fp.table("views", n) for n in self.layers}
+            self.padding = int(self.fp.metadata["views"]["policy"]["padding"])
+        elif table != "index":
+            self._tables = {n: self.fp.table(table, n) for n in self.layers}
+        else:
+            self._tables = {}
+        self._check_dataset(check_samples if table != "class" else 0)
+
+    # ------------------------------------------------------------------ checks
+    def _check_dataset(self, check_samples: int) -> None:
+        fp, ds = self.fp, self.dataset
+        where = f"the dataset does not match {fp.path}"
+        classes = getattr(ds, "classes", None)
+        if classes is not None and list(classes) != fp.classes:
+            if len(classes) != fp.num_classes:
+                raise MismatchError(f"{where}: it has {len(classes)} classes, the file {fp.num_classes}")
+            i = next(j for j, (a, b) in enumerate(zip(classes, fp.classes)) if a != b)
+            raise MismatchError(f"{where}: class {i} is {classes[i]!r} there and {fp.classes[i]!r} in the file")
+        if self.table_kind == "class":
+            return
+        if len(ds) != fp.num_samples:
+            raise MismatchError(f"{where}: it has {len(ds)} samples, the file {fp.num_samples}; "
+                                "wrap the same split the file was built from")
+        targets = getattr(ds, "targets", None)
+        if targets is not None:
+            labels = np.asarray(targets, dtype=np.int64)
+            if labels_sha256(labels) != fp.metadata["dataset"]["labels_sha256"]:
+                i = int(np.nonzero(labels != fp.labels)[0][0])
+                raise MismatchError(f"{where}: label of sample {i} is {labels[i]} there and {fp.labels[i]} in the "
+                                    "file (a different split, order or relabelling)")
+        for i in np.unique(np.linspace(0, len(ds) - 1, num=min(check_samples, len(ds))).astype(int)):
+            img, label = ds[int(i)]
+            if int(label) != int(fp.labels[i]):
+                raise MismatchError(f"{where}: label of sample {i} is {int(label)} there and {fp.labels[i]} in the file")
+            pixels = _pixels(img)
+            if pixels is None:
+                raise MismatchError(f"{where}: sample {i} is a {type(img).__name__}, not a raw image; pass the dataset "
+                                    "without a transform and give transform= to FingerprintDataset "
+                                    "(or check_samples=0 to skip this check)")
+            if sample_digest(pixels) != int(fp.sample_digests[i]):
+                raise MismatchError(f"{where}: the pixels of sample {i} differ from those the file was built from "
+                                    "(different images or a different order)")
+
+    # ------------------------------------------------------------------ access
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        img, label = self.dataset[i]
+        if self.replay:
+            k = self._tables[self.layers[0]].shape[1]
+            j = int(torch.randint(k, (1,)).item())
+            top, left, flip = (int(v) for v in self.fp.view_params[i, j])
+            img = replay_view(img, top, left, flip, self.padding)
+            target = {n: torch.from_numpy(self._tables[n][i, j]) for n in self.layers}
+        elif self.table_kind == "index":
+            target = {n: i for n in self.layers}
+        else:
+            row = int(label) if self.table_kind == "class" else i
+            target = {n: torch.from_numpy(self._tables[n][row]) for n in self.layers}
+        if self.transform is not None:
+            img = self.transform(img)
+        if self.all_layers:
+            return img, label, target
+        return img, label, target[self.layers[0]]
+
+    def target_table(self, device: str | torch.device = "cpu", layer: str | None = None,
+                     kind: str = "sample") -> torch.Tensor:
+        """The whole float32 table [N or C, r] as one tensor on ``device``, for gathering targets by
+        index inside the training loop (``table[idx]`` with ``table="index"`` batches)."""
+        name = layer or self.layers[0]
+        return torch.from_numpy(self.fp.table(kind, name)).to(device)
+
+    def projection(self, layer: str | None = None) -> torch.Tensor:
+        """The frozen projection R [d, r] of a layer as a float32 tensor (raises RedactedError)."""
+        return torch.from_numpy(self.fp.projection(layer or self.layers[0]).copy())
+
+
+def replay_view(img: Any, top: int, left: int, flip: int, padding: int) -> Any:
+    """Cut one recorded view from a PIL image or HWC uint8 array: zero-pad, crop, maybe mirror."""
+    if isinstance(img, np.ndarray):
+        img = Image.fromarray(img)
+    w, h = img.size
+    out = TF.crop(TF.pad(img, padding, fill=0), top, left, h, w)
+    return TF.hflip(out) if flip else out
+
+
+def _pixels(img: Any) -> np.ndarray | None:
+    if isinstance(img, Image.Image):
+        return np.asarray(img)
+    if isinstance(img, np.ndarray) and img.dtype == np.uint8:
+        return img
+    if isinstance(img, torch.Tensor) and img.dtype == torch.uint8:
+        return img.permute(1, 2, 0).numpy() if img.ndim == 3 and img.shape[0] in (1, 3) else img.numpy()
+    return None
+
+

@@ -70,7 +70,8 @@ def _tables(ctx, param, value: str) -> tuple[str, ...]:
 @click.option("--resume", is_flag=True, help="Continue an interrupted build from its last finished chunk.")
 @click.option("--root", default="data", show_default=True, type=click.Path(file_okay=False),
               help="Folder holding (or to receive) torchvision datasets.")
-@click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True)
+@click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True,
+              help="Dataset split to fingerprint.")
 @click.option("--no-download", is_flag=True, help="Never try to download a missing dataset.")
 @click.option("--normalize", default=None, help="Input normalisation: cifar10, cifar100, fashionmnist, imagenet, none "
               "or 'm1,m2,m3:s1,s2,s3' (default: the dataset's).")
@@ -89,7 +90,8 @@ def _tables(ctx, param, value: str) -> tuple[str, ...]:
 @click.option("--replay", is_flag=True, help="Also store every view's fingerprint and crop/flip for exact replay.")
 @click.option("--tables", default="sample,class", show_default=True, callback=_tables,
               help="Which tables to store: sample, class or both.")
-@click.option("--dtype", type=click.Choice(["float16", "float32", "int8"]), default="float16", show_default=True)
+@click.option("--dtype", type=click.Choice(["float16", "float32", "int8"]), default="float16", show_default=True,
+              help="Storage dtype of the tables (int8 keeps one float32 scale per row).")
 @click.option("--codec", type=click.Choice(["none", "gzip", "zstd"]), default="none", show_default=True,
               help="Compression; zstd needs hdf5plugin in tools other than fpkit.")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
@@ -181,8 +183,8 @@ def audit(file, as_json):
 @main.command()
 @click.argument("teacher")
 @click.option("--arch", default=None, help="Architecture of a weights-only TEACHER.")
-@click.option("--num-classes", type=int, default=None)
-@click.option("--in-channels", type=int, default=3, show_default=True)
+@click.option("--num-classes", type=int, default=None, help="Classifier width, if it cannot be read from the weights.")
+@click.option("--in-channels", type=int, default=3, show_default=True, help="Input channels (1 for Fashion-MNIST).")
 @click.option("--trust-teacher-code", is_flag=True, help="Allow a TEACHER that runs code when loaded.")
 def layers(teacher, arch, num_classes, in_channels, trust_teacher_code):
     """List the module names of TEACHER that --layer can tap (the default is marked *)."""

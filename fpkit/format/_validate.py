@@ -74,12 +74,17 @@ def _check(v: Any, schema: dict | bool, root: dict, path: str) -> None:
     if "oneOf" in schema:
         ok = 0
         errors = []
+        unknown = []
         for sub in schema["oneOf"]:
             try:
                 _check(v, sub, root, path)
                 ok += 1
             except SchemaViolation as e:
                 errors.append(e.message)
+                if e.unknown_field:
+                    unknown.append(e)
+        if ok == 0 and unknown:  # the form that fits but for an unknown field: report that field
+            raise unknown[0]
         if ok != 1:
             raise SchemaViolation(path, f"value {_short(v)} matches {ok} of the allowed forms, not exactly one ({'; '.join(errors)})")
     t = schema.get("type")

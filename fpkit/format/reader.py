@@ -338,18 +338,18 @@ class _Reader:
         # every HDF5 object must be known, or marked ignorable
         allowed_groups = {"layers"} | groups
         unknown: list[str] = []
+        ignored: list[str] = []  # marked must_understand=false: ignored with everything inside
 
         def visit(name: str, obj: Any) -> None:
             if name in expected or name in allowed_groups:
                 return
-            if any(name.startswith(u + "/") for u in unknown):
+            if any(name.startswith(u + "/") for u in unknown + ignored):
                 return
             try:
                 ignorable = obj.attrs.get("must_understand", True) in (False, np.False_)
             except Exception:
                 ignorable = False
-            if not ignorable:
-                unknown.append(name)
+            (ignored if ignorable else unknown).append(name)
 
         try:
             self.f.visititems(visit)

@@ -342,7 +342,8 @@ class FingerprintWriter:
     def _check_finite(self, name: str, values: np.ndarray) -> None:
         """Refuse NaN/inf, and values float16 storage would turn into inf (|x| > 65504)."""
         arr = np.asarray(values, dtype=np.float32)
-        probe = arr.astype(np.float16) if self.dtype == "float16" else arr
+        with np.errstate(over="ignore"):
+            probe = arr.astype(np.float16) if self.dtype == "float16" else arr
         ok = np.isfinite(probe).reshape(arr.shape[0], -1).all(axis=1)
         if not ok.all():
             bad = (np.flatnonzero(~ok) + self._done).tolist()

@@ -21,15 +21,6 @@ from fpkit.features import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny ops run faster single-threaded, and do not stall when other jobs load the CPUs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # --- small models -------------------------------------------------------------------------
 
 class SmallCNN(nn.Module):

@@ -22,15 +22,6 @@ from fpkit.losses import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny ops run faster single-threaded, and do not stall when other jobs load the CPUs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _np_cos_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / (np.sqrt((a * a).sum(1)) * np.sqrt((b * b).sum(1)))
 

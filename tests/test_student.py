@@ -14,15 +14,6 @@ from fpkit.losses import fingerprint_loss
 from fpkit.student import FingerprintHead
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny ops run faster single-threaded, and do not stall when other jobs load the CPUs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _R(d: int, r: int, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return F.normalize(torch.randn(d, r, generator=g), dim=0)

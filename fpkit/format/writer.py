@@ -246,7 +246,10 @@ class FingerprintWriter:
         def table(path: str, shape: tuple[int, ...], dtype: str) -> _Table:
             group, _, name = path.rpartition("/")
             g = f.require_group(group) if group else f
-            t = _Table(codecs.create_table(g, name, shape, dtype, self.codec, self.chunk_rows), self.codec)
+            # per-view tables [N, K, ...]: keep a chunk near chunk_rows rows of r values
+            per_view = name.startswith("views") or path == VIEW_PARAMS
+            rows = max(1, self.chunk_rows // self.k) if per_view and self.k else self.chunk_rows
+            t = _Table(codecs.create_table(g, name, shape, dtype, self.codec, rows), self.codec)
             self._t[path] = t
             return t
 

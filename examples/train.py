@@ -1,0 +1,791 @@
+"""Train the teacher and every student of the comparison table, from nothing.
+
+One script, two subcommands::
+
+    python examples/train.py teacher [--arch resnet56] [common options]
+    python examples/train.py student --method ce|kd|fp-sample|fp-class|relational [common options]
+        kd:                --teacher runs/teacher/teacher.pt   (the live teacher, Hinton KD)
+        fp-sample/fp-class --fingerprints teacher-cifar100-train.h5   (the teacher is never loaded)
+        relational:        --fingerprints FILE   (pairwise-cosine loss; works on a --redact file)
+
+Methods (student = resnet20 by default, tapped at ``layer3`` like the fingerprint file):
+
+* ``ce``: cross-entropy only.
+* ``kd``: ``ce_weight * CE + kd_weight * KD(T)``, RepDistiller's 0.1 / 0.9 and T = 4, teacher run live.
+* ``fp-sample`` / ``fp-class``: ``CE + lambda(epoch) * sum_l w_l * (1 - cos(phi_S, phi_T))`` with
+  ``phi_S = normalize(pool(layer(x))) [@ adapter] @ R`` (:class:`fpkit.FingerprintHead`, R from the
+  file) and ``phi_T`` the file's per-sample or per-class row; lambda warms up linearly.
+* ``relational``: ``CE + lambda(epoch) * sum_l w_l * relational_loss(pool(layer(x)), phi_T)``.
+
+Recipes (``--recipe``): ``seed`` = 200 epochs, SGD lr 0.1, momentum 0.9, milestones 60/120/160,
+gamma 0.2, batch 128, weight decay 5e-4, lambda warm-up 40 epochs; ``repdistiller`` = 240
+epochs, lr 0.05, milestones 150/180/210, gamma 0.1, batch 64, weight decay 5e-4, warm-up 48
+epochs (the same fifth of the run).  ``--epochs E`` shortens a run and scales the milestones and
+the warm-up by ``E / recipe epochs``.
+
+Data: ``--loader tensor`` (default) decodes the split once into a uint8 tensor on the device and
+cuts RandomCrop(padding 4) + flip views on the device per batch (:mod:`fpkit.augment`,
+pixel-identical to torchvision); ``--loader torch`` is the plain DataLoader + torchvision
+transforms path.  Either way fingerprint targets come only after the dataset has been checked
+against the file (:class:`fpkit.FingerprintDataset` raises MismatchError).
+
+Output: ``--out DIR`` gets ``teacher.pt`` / ``student.pt`` (``{'model': state_dict, 'arch', 'epoch',
+'test_top1', ...}``, loadable with ``torch.load(weights_only=True)`` and by
+:func:`fpkit.teachers.load_teacher`) and ``log.jsonl`` (or ``--log FILE``): one JSON line per epoch
+and a final line ``{"final": true, ...}``, which is also printed on stdout.  Accuracies are in
+percent.  ``teacher_forwards`` counts teacher image forwards spent on the student: images x epochs
+for kd, the file's N x views-per-sample for the fingerprint methods, 0 for ce.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fpkit.augment import ViewPolicy, make_views
+from fpkit.datasets import ImageSource, open_source
+from fpkit.errors import ConfigError, FpkitError, MismatchError
+from fpkit.features import LayerTap, pool_features
+from fpkit.fingerprint_dataset import FingerprintDataset
+from fpkit.format import open_fingerprints, sample_digest
+from fpkit.losses import DistillLoss, LinearWarmup, kd_loss
+from fpkit.models import CIFAR_RESNETS, DEFAULT_LAYER, get_cifar_resnet
+from fpkit.student import FingerprintHead
+from fpkit.teachers import load_teacher
+
+METHODS = ("ce", "kd", "fp-sample", "fp-class", "relational")
+FP_METHODS = ("fp-sample", "fp-class", "relational")
+EVAL_BATCH = 1000
+
+
+# --------------------------------------------------------------------------- recipes
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Optimiser and schedule of a training run."""
+
+    epochs: int
+    lr: float
+    milestones: tuple[int, ...]
+    gamma: float
+    batch_size: int
+    weight_decay: float
+    momentum: float
+    warmup: int
+
+    def shortened(self, epochs: int | None) -> Recipe:
+        """The recipe run for ``epochs`` instead, milestones and warm-up scaled proportionally.
+
+        Scaled milestones stay strictly increasing (a repeated milestone would decay twice) and
+        only those inside the run are kept.
+        """
+        if epochs is None or epochs == self.epochs:
+            return self
+        if epochs < 1:
+            raise ConfigError(f"--epochs must be >= 1, got {epochs}")
+        scale = epochs / self.epochs
+        milestones: list[int] = []
+        for m in self.milestones:
+            m = max(round(m * scale), milestones[-1] + 1 if milestones else 1)
+            if m < epochs:
+                milestones.append(m)
+        return replace(self, epochs=epochs, milestones=tuple(milestones), warmup=round(self.warmup * scale))
+
+
+RECIPES = {
+    "seed": Recipe(200, 0.1, (60, 120, 160), 0.2, 128, 5e-4, 0.9, warmup=40),
+    "repdistiller": Recipe(240, 0.05, (150, 180, 210), 0.1, 64, 5e-4, 0.9, warmup=48),
+}
+
+
+def make_recipe(args: argparse.Namespace) -> Recipe:
+    """The preset named by --recipe with --epochs / --lr / --batch-size / --warmup applied."""
+    recipe = RECIPES[args.recipe].shortened(args.epochs)
+    if args.lr is not None:
+        recipe = replace(recipe, lr=args.lr)
+    if args.batch_size is not None:
+        if args.batch_size < 1:
+            raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+        recipe = replace(recipe, batch_size=args.batch_size)
+    if getattr(args, "warmup", None) is not None:
+        recipe = replace(recipe, warmup=args.warmup)
+    return recipe
+
+
+# --------------------------------------------------------------------------- setup helpers
+
+
+def resolve_device(spec: str) -> torch.device:
+    """cpu, cuda, cuda:N or auto (CUDA when available)."""
+    if spec == "auto":
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(spec)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but no CUDA device is available; use --device cpu")
+    return device
+
+
+def configure_threads(args: argparse.Namespace, device: torch.device) -> None:
+    """--threads N wins; on the CPU with DataLoader workers, leave a core per worker."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    elif device.type == "cpu" and args.loader == "torch" and args.num_workers > 0:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        torch.set_num_threads(max(1, cores - args.num_workers))
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A 63-bit seed for the views of one epoch, independent of the build's view seeds."""
+    state = np.random.SeedSequence([seed, epoch, 0x5EED]).generate_state(2, np.uint32)
+    return (int(state[0]) << 31 | int(state[1]) >> 1) & (2**63 - 1)
+
+
+def parse_layer_weights(spec: str | None) -> dict[str, float] | None:
+    """'layer3=1.0,layer2=0.2' -> {'layer3': 1.0, 'layer2': 0.2}; None stays None."""
+    if spec is None:
+        return None
+    weights: dict[str, float] = {}
+    for item in spec.split(","):
+        name, sep, value = item.partition("=")
+        try:
+            weights[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise ConfigError(f"--layer-weights must look like layer3=1.0,layer2=0.2; got {spec!r}")
+    return weights
+
+
+def default_layer_weights(layers: list[str]) -> dict[str, float]:
+    """The writeup's weights: 1.0 for layer3 (or the file's first layer), 0.2 for any other."""
+    main = DEFAULT_LAYER if DEFAULT_LAYER in layers else layers[0]
+    return {name: 1.0 if name == main else 0.2 for name in layers}
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass
+class Data:
+    """The train and test splits of a run and how their pixels are normalised."""
+
+    train: ImageSource
+    test: ImageSource
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.train.classes)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return self.train.image_shape
+
+
+def open_data(args: argparse.Namespace, device: torch.device) -> Data:
+    """Open --data's train and test splits through fpkit.datasets.open_source."""
+    kw = dict(download=not args.no_download, normalize=args.normalize)
+    train = open_source(args.data, args.root, "train", **kw)
+    test = open_source(args.data, args.root, "test", **kw)
+    if test.classes != train.classes:
+        raise MismatchError(f"{args.data}: the test split has classes {test.classes[:5]}... but the train split "
+                            f"{train.classes[:5]}...; both splits need the same class folders")
+    return Data(train, test, torch.tensor(train.mean, dtype=torch.float32, device=device),
+                torch.tensor(train.std, dtype=torch.float32, device=device))
+
+
+def decode_split(source: ImageSource, num_workers: int, chunk: int = 1000) -> torch.Tensor:
+    """The whole split as one uint8 tensor [N, C, H, W] on the CPU (decoded by workers if any)."""
+    n = len(source)
+    steps = [list(range(s, min(n, s + chunk))) for s in range(0, n, chunk)]
+    if num_workers <= 0:
+        return torch.cat([source.get_batch(idx) for idx in steps])
+    loader = torch.utils.data.DataLoader(_BatchFetch(source), batch_size=None, sampler=steps,
+                                         num_workers=num_workers)
+    return torch.cat(list(loader))
+
+
+class _BatchFetch(torch.utils.data.Dataset):
+    """A list of indices -> the uint8 batch, so that workers decode whole chunks."""
+
+    def __init__(self, source: ImageSource):
+        self.source = source
+
+    def __getitem__(self, idx: list[int]) -> torch.Tensor:
+        return self.source.get_batch(idx)
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+
+def normalize_u8(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """ToTensor + Normalize on a uint8 batch [B, C, H, W] (the arithmetic of make_views)."""
+    c = images.shape[1]
+    return images.to(torch.float32).div(255).sub(mean.view(1, c, 1, 1)).div(std.view(1, c, 1, 1))
+
+
+def batch_ranges(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """[start, end) of each training batch; a last batch of one sample is dropped (BatchNorm and
+    the relational loss need two)."""
+    ranges = [(s, min(n, s + batch_size)) for s in range(0, n, batch_size)]
+    if len(ranges) > 1 and ranges[-1][1] - ranges[-1][0] == 1:
+        ranges.pop()
+    return ranges
+
+
+Targets = dict[str, torch.Tensor]
+Batch = tuple[torch.Tensor, torch.Tensor, "Targets | None"]
+
+
+class FingerprintTargets:
+    """Teacher fingerprints of a file, checked against the training split.
+
+    Construction builds a :class:`FingerprintDataset` over the split (which raises MismatchError
+    when the split is not the one the file describes) and keeps the float32 tables of the
+    chosen layers on the device, for gathering by sample index ("sample") or by label ("class").
+    """
+
+    def __init__(self, path: str, source: ImageSource, table: str, layers: list[str] | None,
+                 device: torch.device):
+        self.path = path
+        self.table = table
+        self.fp = open_fingerprints(path, load_views=False)
+        self.layers = layers or self.fp.layer_names
+        for name in self.layers:
+            self.fp.layer(name)                      # ConfigError naming the file's layers
+        self.dataset = FingerprintDataset(self.fp, source.torch_dataset(), table=table, layer="all")
+        self.tables = {name: self.dataset.target_table(device, name, kind=table) for name in self.layers}
+
+    def check_all_pixels(self, images: torch.Tensor) -> None:
+        """Compare every image's digest with the file's (FingerprintDataset checks a sample)."""
+        if self.table != "sample":
+            return
+        hwc = images.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+        digests = self.fp.sample_digests
+        for i, img in enumerate(hwc):
+            if sample_digest(img) != int(digests[i]):
+                raise MismatchError(f"the dataset does not match {self.path}: the pixels of sample {i} differ "
+                                    "from those the file was built from (different images or order)")
+
+    def gather(self, idx: torch.Tensor, labels: torch.Tensor) -> Targets:
+        rows = idx if self.table == "sample" else labels
+        return {name: t[rows] for name, t in self.tables.items()}
+
+    @property
+    def teacher_forwards(self) -> int:
+        """Teacher image forwards the file's build spent: N x views per sample."""
+        return int(self.fp.metadata["views"]["per_sample"]) * self.fp.num_samples
+
+    @property
+    def size_bytes(self) -> int:
+        return os.path.getsize(self.path)
+
+    def pooling(self, layer: str) -> str:
+        return self.fp.layer(layer).pooling
+
+    def projection(self, layer: str) -> torch.Tensor:
+        """R of a layer (RedactedError for a --redact file)."""
+        return self.dataset.projection(layer)
+
+
+class TensorLoader:
+    """The fast path: the split decoded once to uint8 on the device, views cut there per batch.
+
+    Each epoch draws a shuffled order and one RandomCrop + flip view per image from
+    :meth:`fpkit.augment.ViewPolicy.sample_views` with a per-epoch seed, cut by
+    :func:`fpkit.augment.make_views` (pixel-identical to torchvision's pipeline).
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, data: Data, batch_size: int,
+                 policy: ViewPolicy, seed: int, targets: FingerprintTargets | None = None):
+        self.images, self.labels = images, labels
+        self.data, self.batch_size, self.policy, self.seed = data, batch_size, policy, seed
+        self.targets = targets
+
+    def __len__(self) -> int:
+        return len(batch_ranges(len(self.labels), self.batch_size))
+
+    def epoch(self, epoch: int) -> Iterator[Batch]:
+        n, dev = len(self.labels), self.images.device
+        gen = torch.Generator().manual_seed(epoch_seed(self.seed, epoch) & 0xFFFFFFFF)
+        order = torch.randperm(n, generator=gen).to(dev)
+        params = torch.from_numpy(self.policy.sample_views(np.arange(n), 1, epoch_seed(self.seed, epoch))).to(dev)
+        for s, e in batch_ranges(n, self.batch_size):
+            idx = order[s:e]
+            x = make_views(self.images[idx], params[idx], self.policy.padding, self.data.mean, self.data.std)
+            y = self.labels[idx]
+            yield x, y, (self.targets.gather(idx, y) if self.targets is not None else None)
+
+
+class TorchLoader:
+    """The plain path: torchvision transforms in DataLoader workers.
+
+    With a fingerprint file, the dataset is a :class:`FingerprintDataset` yielding
+    ``(image, label, {layer: target})``.
+    """
+
+    def __init__(self, data: Data, batch_size: int, padding: int, seed: int, num_workers: int,
+                 device: torch.device, targets: FingerprintTargets | None = None):
+        from torchvision import transforms
+        c, h, w = data.image_shape
+        tf = transforms.Compose([transforms.RandomCrop((h, w), padding=padding), transforms.RandomHorizontalFlip(),
+                                 transforms.ToTensor(), transforms.Normalize(data.train.mean, data.train.std)])
+        if targets is None:
+            self.dataset = data.train.torch_dataset(transform=tf)
+        else:
+            self.dataset = FingerprintDataset(targets.fp, data.train.torch_dataset(), table=targets.table,
+                                              layer="all", transform=tf, check_samples=0)
+        self.layers = targets.layers if targets is not None else []
+        n = len(self.dataset)
+        self.loader = torch.utils.data.DataLoader(
+            self.dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers,
+            drop_last=n > batch_size and n % batch_size == 1, pin_memory=device.type == "cuda",
+            generator=torch.Generator().manual_seed(seed), persistent_workers=num_workers > 0)
+        self.device = device
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def epoch(self, epoch: int) -> Iterator[Batch]:
+        cuda = self.device.type == "cuda"
+        for item in self.loader:
+            x = item[0].to(self.device, non_blocking=cuda)
+            y = torch.as_tensor(item[1]).to(self.device, non_blocking=cuda)
+            targets = None
+            if len(item) == 3:
+                targets = {name: item[2][name].to(self.device, non_blocking=cuda) for name in self.layers}
+            yield x, y, targets
+
+
+def make_train_loader(args: argparse.Namespace, data: Data, recipe: Recipe, device: torch.device,
+                      targets: FingerprintTargets | None):
+    """TensorLoader (--loader tensor) or TorchLoader (--loader torch)."""
+    if args.loader == "torch":
+        return TorchLoader(data, recipe.batch_size, args.padding, args.seed, args.num_workers, device, targets)
+    images = decode_split(data.train, args.num_workers)
+    if targets is not None:
+        targets.check_all_pixels(images)
+    labels = torch.from_numpy(data.train.labels)
+    return TensorLoader(images.to(device), labels.to(device), data, recipe.batch_size,
+                        ViewPolicy(args.padding, flip=True), args.seed, targets)
+
+
+def make_test_batches(args: argparse.Namespace, data: Data, device: torch.device):
+    """A function returning an iterator of normalised, unaugmented test batches (x, y)."""
+    if args.loader == "torch":
+        from torchvision import transforms
+        tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize(data.test.mean, data.test.std)])
+        loader = torch.utils.data.DataLoader(data.test.torch_dataset(transform=tf), batch_size=EVAL_BATCH,
+                                             num_workers=args.num_workers)
+        return lambda: ((x.to(device), torch.as_tensor(y).to(device)) for x, y in loader)
+    images = decode_split(data.test, args.num_workers).to(device)
+    labels = torch.from_numpy(data.test.labels).to(device)
+    return lambda: ((normalize_u8(images[s:s + EVAL_BATCH], data.mean, data.std), labels[s:s + EVAL_BATCH])
+                    for s in range(0, len(labels), EVAL_BATCH))
+
+
+# --------------------------------------------------------------------------- objectives
+
+
+class Objective:
+    """A training loss: ``loss(logits, labels, feats, targets, x, epoch) -> (loss, parts)``.
+
+    ``feats`` holds the raw outputs of the tapped student layers (:attr:`layers`); ``parts`` maps
+    names to floats or 0-d tensors, averaged over the epoch for the log.
+    """
+
+    layers: list[str] = []
+    teacher_forwards = 0
+
+    def parameters(self) -> list[nn.Parameter]:
+        """Extra trainable parameters (adapters) to optimise along with the student."""
+        return []
+
+    def loss(self, logits, labels, feats, targets, x, epoch):
+        raise NotImplementedError
+
+
+class CrossEntropy(Objective):
+    """CE only (the teacher, and the ``ce`` student)."""
+
+    def loss(self, logits, labels, feats, targets, x, epoch):
+        ce = F.cross_entropy(logits, labels)
+        return ce, {"ce": ce.detach()}
+
+
+class LiveKD(Objective):
+    """Hinton KD against a teacher run live on the same augmented batch."""
+
+    def __init__(self, teacher: nn.Module, T: float, ce_weight: float, kd_weight: float):
+        self.teacher, self.T, self.ce_weight, self.kd_weight = teacher, T, ce_weight, kd_weight
+        self.teacher_forwards = 0
+
+    def loss(self, logits, labels, feats, targets, x, epoch):
+        with torch.no_grad():
+            teacher_logits = self.teacher(x)
+        self.teacher_forwards += x.shape[0]
+        ce = F.cross_entropy(logits, labels)
+        kd = kd_loss(logits, teacher_logits, T=self.T)
+        total = self.ce_weight * ce + self.kd_weight * kd
+        return total, {"ce": ce.detach(), "kd": kd.detach(), "total": total.detach()}
+
+
+class Fingerprint(Objective):
+    """CE + lambda * sum_l w_l * term_l against stored teacher fingerprints.
+
+    ``kind="cosine"``: term = 1 - cos(FingerprintHead_l(feats), phi_T) (fp-sample, fp-class).
+    ``kind="relational"``: term = relational_loss(pool(feats), phi_T); needs no R.
+    """
+
+    def __init__(self, kind: str, targets: FingerprintTargets, weights: Mapping[str, float],
+                 widths: Mapping[str, int], lam: float, warmup: int, device: torch.device):
+        self.kind = kind
+        self.layers = list(weights)
+        self.poolings = {name: targets.pooling(name) for name in self.layers}
+        self.heads: dict[str, FingerprintHead] = {}
+        if kind == "cosine":
+            self.heads = {name: FingerprintHead(targets.projection(name), in_dim=widths[name],
+                                                pooling=self.poolings[name]).to(device)
+                          for name in self.layers}
+        self.criterion = DistillLoss(dict(weights), kind=kind, lam=LinearWarmup(lam, warmup))
+        self.teacher_forwards = targets.teacher_forwards
+
+    def parameters(self) -> list[nn.Parameter]:
+        return [p for head in self.heads.values() for p in head.parameters()]
+
+    def loss(self, logits, labels, feats, targets, x, epoch):
+        if self.kind == "cosine":
+            phi_s = {name: self.heads[name](feats[name]) for name in self.layers}
+        else:
+            phi_s = {name: pool_features(feats[name], self.poolings[name]) for name in self.layers}
+        return self.criterion(logits, labels, phi_s, targets, epoch=epoch)
+
+
+def tapped_widths(model: nn.Module, layers: list[str], poolings: Mapping[str, str], data: Data,
+                  device: torch.device) -> dict[str, int]:
+    """Pooled width of each tapped student layer, from one forward pass in eval mode."""
+    c, h, w = data.image_shape
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), LayerTap(model, layers) as tap:
+        _, feats = tap(torch.zeros(2, c, h, w, device=device))
+    model.train(was_training)
+    return {name: int(pool_features(feats[name], poolings[name]).shape[1]) for name in layers}
+
+
+def load_live_teacher(args: argparse.Namespace, data: Data, device: torch.device) -> nn.Module:
+    """The kd teacher, safely loaded (weights only), frozen, in eval mode on the device."""
+    teacher = load_teacher(args.teacher, arch=args.teacher_arch, in_channels=data.image_shape[0])
+    if teacher.num_classes is not None and teacher.num_classes != data.num_classes:
+        raise MismatchError(f"teacher {args.teacher} has {teacher.num_classes} outputs but {data.train.name} has "
+                            f"{data.num_classes} classes; pick the matching teacher or dataset")
+    return teacher.model.to(device).eval()
+
+
+def make_objective(args: argparse.Namespace, model: nn.Module, data: Data, recipe: Recipe,
+                   device: torch.device, targets: FingerprintTargets | None) -> Objective:
+    """The loss of --method (teacher mode: CE)."""
+    method = getattr(args, "method", "ce")
+    if method == "ce":
+        return CrossEntropy()
+    if method == "kd":
+        return LiveKD(load_live_teacher(args, data, device), args.kd_T, args.kd_ce_weight, args.kd_weight)
+    assert targets is not None
+    weights = dict(args.layer_weights or default_layer_weights(targets.layers))
+    poolings = {name: targets.pooling(name) for name in weights}
+    widths = tapped_widths(model, list(weights), poolings, data, device)
+    kind = "relational" if method == "relational" else "cosine"
+    return Fingerprint(kind, targets, weights, widths, args.lam, recipe.warmup, device)
+
+
+# --------------------------------------------------------------------------- training
+
+
+def forward(model: nn.Module, tap: LayerTap | None, x: torch.Tensor) -> tuple[torch.Tensor, Targets]:
+    """Logits and, with a tap, the raw outputs of the tapped layers."""
+    if tap is None:
+        return model(x), {}
+    return tap(x)
+
+
+def train_epoch(model, tap, objective, loader, optimizer, epoch: int) -> dict[str, Any]:
+    """One pass over the training batches; returns the loss, its parts and top-1 (percent)."""
+    model.train()
+    sums: dict[str, Any] = {}
+    loss_sum, correct, seen = 0.0, 0, 0
+    for x, y, targets in loader.epoch(epoch):
+        logits, feats = forward(model, tap, x)
+        loss, parts = objective.loss(logits, y, feats, targets, x, epoch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        b = y.shape[0]
+        loss_sum = loss_sum + loss.detach() * b
+        correct = correct + (logits.detach().argmax(1) == y).sum()
+        seen += b
+        for k, v in parts.items():
+            sums[k] = sums.get(k, 0.0) + v * b
+    if seen == 0:
+        raise ConfigError("the training split gave no batch; use a larger dataset or a smaller --batch-size")
+    return {"train_loss": float(loss_sum) / seen, "parts": {k: float(v) / seen for k, v in sums.items()},
+            "train_top1": 100.0 * float(correct) / seen}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, test_batches) -> float:
+    """Top-1 accuracy (percent) on the unaugmented test split."""
+    model.eval()
+    correct, seen = 0, 0
+    for x, y in test_batches():
+        correct = correct + (model(x).argmax(1) == y).sum()
+        seen += y.shape[0]
+    return 100.0 * float(correct) / max(1, seen)
+
+
+def save_checkpoint(path: Path, model: nn.Module, info: Mapping[str, Any]) -> None:
+    """RepDistiller-style {'model': state_dict, ...}, plain types only (weights_only loadable),
+    written to a temporary name and renamed into place."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"model": state, **info}, tmp)
+    os.replace(tmp, path)
+
+
+class JsonLog:
+    """JSON lines to a file (truncated at start), flushed after every line."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.fh = open(path, "w", encoding="utf-8")
+
+    def write(self, record: Mapping[str, Any]) -> str:
+        line = json.dumps(record, sort_keys=False)
+        self.fh.write(line + "\n")
+        self.fh.flush()
+        return line
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+def default_out(args: argparse.Namespace) -> Path:
+    if args.mode == "teacher":
+        return Path("runs") / f"teacher-{args.arch}-s{args.seed}"
+    return Path("runs") / f"{args.method}-{args.arch}-s{args.seed}"
+
+
+def fit(args: argparse.Namespace) -> dict[str, Any]:
+    """Run teacher or student training as ``args`` says; return the final log record."""
+    t0 = time.perf_counter()
+    device = resolve_device(args.device)
+    configure_threads(args, device)
+    seed_everything(args.seed)
+    recipe = make_recipe(args)
+    method = "teacher" if args.mode == "teacher" else args.method
+    out = Path(args.out) if args.out else default_out(args)
+    out.mkdir(parents=True, exist_ok=True)
+    say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+
+    data = open_data(args, device)
+    targets = None
+    if method in FP_METHODS:
+        table = "class" if method == "fp-class" else ("sample" if method == "fp-sample" else args.table)
+        layers = list(args.layer_weights) if args.layer_weights else None
+        targets = FingerprintTargets(args.fingerprints, data.train, table, layers, device)
+        warn_normalization(targets, data, say)
+
+    c, _, _ = data.image_shape
+    model = get_cifar_resnet(args.arch, data.num_classes, in_channels=c).to(device)
+    objective = make_objective(args, model, data, recipe, device, targets)
+    tap = LayerTap(model, objective.layers) if objective.layers else None
+    train_loader = make_train_loader(args, data, recipe, device, targets)
+    test_batches = make_test_batches(args, data, device)
+    optimizer = torch.optim.SGD(list(model.parameters()) + objective.parameters(), lr=recipe.lr,
+                                momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(recipe.milestones), gamma=recipe.gamma)
+    log = JsonLog(Path(args.log) if args.log else out / "log.jsonl")
+    say(f"[train] {method}: {args.arch} ({count_params(model):,} parameters) on {data.train.name}, "
+        f"{len(data.train)} train / {len(data.test)} test images, {recipe.epochs} epochs, recipe {args.recipe}, "
+        f"{device}, loader {args.loader}")
+
+    best = test_top1 = 0.0
+    try:
+        for epoch in range(recipe.epochs):
+            t_epoch = time.perf_counter()
+            lr = optimizer.param_groups[0]["lr"]
+            stats = train_epoch(model, tap, objective, train_loader, optimizer, epoch)
+            scheduler.step()
+            test_top1 = evaluate(model, test_batches)
+            best = max(best, test_top1)
+            record = {"epoch": epoch + 1, "lr": lr, **stats, "test_top1": test_top1,
+                      "seconds": round(time.perf_counter() - t_epoch, 3)}
+            log.write(record)
+            say(f"[train] epoch {epoch + 1}/{recipe.epochs} lr {lr:.4g} loss {stats['train_loss']:.4f} "
+                f"train {stats['train_top1']:.2f} test {test_top1:.2f} ({record['seconds']:.1f} s)")
+        name = "teacher.pt" if args.mode == "teacher" else "student.pt"
+        save_checkpoint(out / name, model, {
+            "arch": args.arch, "num_classes": data.num_classes, "epoch": recipe.epochs,
+            "test_top1": test_top1, "best_top1": best, "method": method, "dataset": data.train.name,
+            "recipe": args.recipe, "seed": args.seed})
+        final = {"final": True, "method": method, "test_top1": test_top1, "best_top1": best,
+                 "teacher_forwards": objective.teacher_forwards,
+                 "fingerprint_bytes": targets.size_bytes if targets is not None else 0,
+                 "wall_seconds": round(time.perf_counter() - t0, 3), "epochs": recipe.epochs,
+                 "recipe": args.recipe, "seed": args.seed, "arch": args.arch, "data": args.data,
+                 "checkpoint": str(out / name)}
+        print(log.write(final), flush=True)
+        return final
+    finally:
+        log.close()
+        if tap is not None:
+            tap.close()
+
+
+def warn_normalization(targets: FingerprintTargets, data: Data, say) -> None:
+    """The student may normalise differently from the teacher's build, but it is usually a slip."""
+    built = targets.fp.metadata.get("dataset", {}).get("normalize", {})
+    if built and (tuple(built.get("mean", ())) != tuple(data.train.mean)
+                  or tuple(built.get("std", ())) != tuple(data.train.std)):
+        say(f"[train] warning: {targets.path} was built with normalisation mean {built.get('mean')} std "
+            f"{built.get('std')}, this run uses {list(data.train.mean)} {list(data.train.std)}; "
+            "pass the same --normalize as the build")
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def _common_options() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("data")
+    g.add_argument("--data", default="cifar100", metavar="SPEC",
+                   help="cifar10, cifar100, fashionmnist, imagefolder:PATH or synthetic[:NxC] (default: cifar100)")
+    g.add_argument("--root", default="data", metavar="DIR", help="folder holding torchvision datasets (default: data)")
+    g.add_argument("--normalize", default=None, metavar="SPEC",
+                   help="cifar10, cifar100, fashionmnist, imagenet, none or m1,m2,m3:s1,s2,s3 "
+                        "(default: the dataset's own; imagenet for image folders)")
+    g.add_argument("--no-download", action="store_true", help="never try to download a missing dataset")
+    g.add_argument("--loader", choices=("tensor", "torch"), default="tensor",
+                   help="tensor: decode once, keep uint8 on the device, augment there (default); "
+                        "torch: DataLoader + torchvision transforms")
+    g.add_argument("--num-workers", type=int, default=0, metavar="N",
+                   help="DataLoader workers (decoding / augmentation)")
+    g.add_argument("--padding", type=int, default=4, metavar="PX",
+                   help="RandomCrop zero padding in pixels (default: 4)")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--recipe", choices=sorted(RECIPES), default="seed", help="preset (default: seed)")
+    g.add_argument("--epochs", type=int, default=None, metavar="E",
+                   help="shorten the run; milestones and warm-up scale along")
+    g.add_argument("--lr", type=float, default=None, metavar="LR", help="override the recipe's learning rate")
+    g.add_argument("--batch-size", type=int, default=None, metavar="B", help="override the recipe's batch size")
+    g = p.add_argument_group("run")
+    g.add_argument("--device", default="auto", metavar="DEV", help="cpu, cuda, cuda:N or auto (default)")
+    g.add_argument("--threads", type=int, default=0, metavar="N", help="torch CPU threads (default: torch's choice)")
+    g.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default: 0)")
+    g.add_argument("--out", default=None, metavar="DIR",
+                   help="output folder for the checkpoint and log.jsonl (default: runs/<method>-<arch>-s<seed>)")
+    g.add_argument("--log", default=None, metavar="FILE", help="JSON-lines log file (default: OUT/log.jsonl)")
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser: subcommands ``teacher`` and ``student``."""
+    parser = argparse.ArgumentParser(
+        prog="train.py", description="Train the teacher or a student of fpkit's comparison table.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="mode", required=True, metavar="{teacher,student}")
+    common = _common_options()
+    archs = ", ".join(CIFAR_RESNETS)
+    t = sub.add_parser("teacher", parents=[common], help="train a CIFAR ResNet teacher with cross-entropy")
+    t.add_argument("--arch", choices=list(CIFAR_RESNETS), default="resnet56", metavar="ARCH",
+                   help=f"teacher architecture (default: resnet56; one of {archs})")
+    s = sub.add_parser("student", parents=[common], help="train a student with one distillation method")
+    s.add_argument("--method", choices=METHODS, required=True, help="ce, kd, fp-sample, fp-class or relational")
+    s.add_argument("--arch", choices=list(CIFAR_RESNETS), default="resnet20", metavar="ARCH",
+                   help=f"student architecture (default: resnet20; one of {archs})")
+    g = s.add_argument_group("kd")
+    g.add_argument("--teacher", default=None, metavar="PATH", help="teacher checkpoint (kd only)")
+    g.add_argument("--teacher-arch", default=None, metavar="ARCH",
+                   help="teacher architecture if the checkpoint does not say")
+    g.add_argument("--kd-T", dest="kd_T", type=float, default=4.0, metavar="T", help="KD temperature (default: 4)")
+    g.add_argument("--kd-ce-weight", type=float, default=0.1, metavar="W", help="weight of CE in kd (default: 0.1)")
+    g.add_argument("--kd-weight", type=float, default=0.9, metavar="W", help="weight of the KD term (default: 0.9)")
+    g = s.add_argument_group("fingerprints")
+    g.add_argument("--fingerprints", default=None, metavar="FILE",
+                   help="fingerprint file (fp-sample, fp-class, relational)")
+    g.add_argument("--lambda", dest="lam", type=float, default=0.1, metavar="L",
+                   help="final distillation weight (default: 0.1)")
+    g.add_argument("--warmup", type=int, default=None, metavar="E",
+                   help="lambda warm-up epochs (default: the recipe's, scaled with --epochs)")
+    g.add_argument("--layer-weights", type=str, default=None, metavar="SPEC",
+                   help="e.g. layer3=1.0,layer2=0.2 (default: every layer of the file; 1.0 for layer3, 0.2 others)")
+    g.add_argument("--table", choices=("sample", "class"), default="sample",
+                   help="fingerprint table of the relational method (default: sample)")
+    parser.subcommands = {"teacher": t, "student": s}
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse and cross-check the options (argparse errors exit with status 2)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    sub = parser.subcommands[args.mode]
+    if args.mode == "student":
+        if args.method == "kd" and not args.teacher:
+            sub.error("--method kd needs --teacher PATH (the live teacher's checkpoint)")
+        if args.method in FP_METHODS and not args.fingerprints:
+            sub.error(f"--method {args.method} needs --fingerprints FILE (build one with `fpkit build`)")
+        if args.method not in FP_METHODS and args.fingerprints:
+            sub.error(f"--fingerprints is for fp-sample, fp-class and relational, not {args.method}")
+        if args.method != "kd" and args.teacher:
+            sub.error(f"--teacher is for --method kd only; {args.method} never loads the teacher")
+        try:
+            args.layer_weights = parse_layer_weights(args.layer_weights)
+        except ConfigError as e:
+            sub.error(str(e))
+    if args.num_workers < 0 or args.threads < 0 or args.padding < 0:
+        sub.error("--num-workers, --threads and --padding must be >= 0")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point: 0 on success, 1 on an fpkit error, 2 on a usage error."""
+    args = parse_args(argv)
+    try:
+        fit(args)
+    except FpkitError as e:
+        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -75,12 +75,35 @@ def read_table(dset: h5py.Dataset, codec: str) -> np.ndarray:
             return dset[()]
         out = np.empty(dset.shape, dtype=dset.dtype)
         chunk = dset.chunks
+        if chunk is None or chunk[1:] != dset.shape[1:]:
+            raise CorruptFileError(f"table {name} is not chunked by rows as a zstd table must be; "
+                                   "the file is damaged: download or rebuild it")
         nbytes = int(np.prod(chunk)) * dset.dtype.itemsize
         dctx = zstandard.ZstdDecompressor()
         for start in range(0, dset.shape[0], chunk[0]):
-            mask, frame = dset.id.read_direct_chunk((start,) + (0,) * (dset.ndim - 1))
+            coord = (start,) + (0,) * (dset.ndim - 1)
+            # h5py allocates what the chunk index says: check it before reading (a missing chunk
+            # raises MemoryError there, a damaged size could ask for any amount of memory)
+            info = dset.id.get_chunk_info_by_coord(coord)
+            if info.byte_offset is None or not 0 < info.size <= nbytes + nbytes // 128 + 1024:
+                raise CorruptFileError(f"table {name}: chunk at row {start} is missing or has an impossible size "
+                                       f"({info.size} bytes); the file is damaged: download or rebuild it")
+            mask, frame = dset.id.read_direct_chunk(coord)
             if mask != 0:
                 raise CorruptFileError(f"table {name}: chunk at row {start} has filter mask {mask}, expected 0")
+            # formats/SPEC.md: the frame MUST declare the chunk's size and carry a checksum.  The
+            # decoder alone would accept a frame whose checksum or size flag was flipped off (same
+            # content, nothing verified), or whose header's unused bit 4 (always 0) was set.
+            params = zstandard.get_frame_parameters(frame)
+            if params.content_size != nbytes or not params.has_checksum or frame[4] & 0x10:
+                raise CorruptFileError(f"table {name}: chunk at row {start} is not the zstd frame fpkit writes "
+                                       f"(declared size {params.content_size}, expected {nbytes}; checksum "
+                                       f"{'present' if params.has_checksum else 'missing'}); the file is "
+                                       "damaged: download or rebuild it")
+            # a frame header may claim any size: refuse it before zstandard allocates that much
+            claimed = zstandard.get_frame_parameters(frame).content_size
+            if claimed not in (nbytes, zstandard.CONTENTSIZE_UNKNOWN):
+                raise CorruptFileError(f"table {name}: chunk at row {start} claims {claimed} bytes, expected {nbytes}")
             raw = dctx.decompress(frame, max_output_size=nbytes)
             if len(raw) != nbytes:
                 raise CorruptFileError(f"table {name}: chunk at row {start} holds {len(raw)} bytes, expected {nbytes}")

@@ -233,6 +233,14 @@ class _Reader:
                 v = v.decode("utf-8")
             except UnicodeDecodeError as e:
                 raise CorruptFileError(f"{self.path}: root attribute {name!r} is not valid UTF-8") from e
+        if not isinstance(v, str):  # an array, number or opaque value: comparing it would raise
+            raise FormatError(f"{self.path}: root attribute {name!r} is a {type(v).__name__}, not a string; "
+                              "this is not a fingerprint file fpkit wrote")
+        try:  # h5py decodes invalid UTF-8 into lone surrogates, which cannot be hashed
+            v.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise CorruptFileError(f"{self.path}: root attribute {name!r} is not valid UTF-8; "
+                                   "the file is damaged: download or rebuild it") from e
         return v
 
     def structure(self, max_bytes: int | None) -> None:
@@ -359,14 +367,44 @@ class _Reader:
             raise UnknownFieldError(f"{p}: unknown objects {unknown[:5]} (not in format {self.version} and not "
                                     "marked must_understand=false); a newer fpkit may understand this file")
         for path, (shape, dt) in expected.items():
+            self._check_links(path)
             try:
                 d = self.f[path]
                 ok = isinstance(d, h5py.Dataset) and d.shape == shape and d.dtype == np.dtype(dt)
             except (KeyError, OSError, RuntimeError, ValueError, TypeError) as e:
                 raise CorruptFileError(f"{p}: dataset {path} cannot be opened ({e}); the file is damaged") from e
             if not ok:
-                got = f"{d.dtype}{list(d.shape)}" if isinstance(d, h5py.Dataset) else type(d).__name__
+                got = (f"{d.dtype}{list(d.shape) if d.shape is not None else ' (empty)'}"
+                       if isinstance(d, h5py.Dataset) else type(d).__name__)
                 raise FormatError(f"{p}: dataset {path} is {got}, expected {dt}{list(shape)}")
+            self._check_storage(path, d)
+
+    def _check_links(self, path: str) -> None:
+        """Refuse a soft or external link on the way to a dataset: following it would read another
+        object, or open a file the file's author names on the reader's machine."""
+        parts = path.split("/")
+        for i in range(1, len(parts) + 1):
+            sub = "/".join(parts[:i])
+            try:
+                link = self.f.get(sub, getlink=True)
+            except (KeyError, OSError, RuntimeError, ValueError, TypeError) as e:
+                raise CorruptFileError(f"{self.path}: {sub} cannot be opened ({e}); the file is damaged") from e
+            if link is not None and not isinstance(link, h5py.HardLink):  # missing: reported when opened
+                raise FormatError(f"{self.path}: {sub} is a {type(link).__name__}, not an object stored in the "
+                                  "file; fpkit does not follow links")
+
+    def _check_storage(self, path: str, d: h5py.Dataset) -> None:
+        """Refuse a dataset whose bytes live outside this file (external raw storage, virtual)."""
+        p = self.path
+        try:
+            dcpl = d.id.get_create_plist()
+            layout = dcpl.get_layout()
+            external = dcpl.get_external_count()
+        except (KeyError, OSError, RuntimeError, ValueError, TypeError) as e:
+            raise CorruptFileError(f"{p}: dataset {path} cannot be opened ({e}); the file is damaged") from e
+        if layout == h5py.h5d.VIRTUAL or external:
+            what = "a virtual dataset" if layout == h5py.h5d.VIRTUAL else "stored in external files"
+            raise FormatError(f"{p}: dataset {path} is {what}; fpkit reads only data stored inside the file")
 
     def load(self, verify: bool, load_views: bool, problems: list[str] | None) -> None:
         codec = self.meta["storage"]["codec"]

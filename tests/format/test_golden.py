@@ -1,0 +1,138 @@
+"""Golden files (formats/golden/): exact values, independent recomputation, byte reproducibility."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+import _helpers as H
+from _helpers import bits_equal, ref_class_means, ref_decoded
+from fpkit.format import open_fingerprints, verify_fingerprints
+from fpkit.projection import make_projection, projection_sha256
+
+EXPECTED = json.loads((H.GOLDEN / "expected.json").read_text(encoding="utf-8"))
+NAMES = sorted(EXPECTED["files"])
+
+
+def _make_golden():
+    spec = importlib.util.spec_from_file_location("make_golden", H.REPO / "formats" / "make_golden.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+MG = _make_golden()
+
+
+def test_the_three_files_are_there_and_small():
+    assert NAMES == sorted(MG.FILES)
+    for name in NAMES:
+        assert (H.GOLDEN / name).stat().st_size < 40_000
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_values_equal_expected_json(name):
+    exp = EXPECTED["files"][name]
+    fp = open_fingerprints(H.GOLDEN / name)
+    assert verify_fingerprints(H.GOLDEN / name) == []
+    assert fp.format_version == exp["format_version"] == "1.0"
+    assert fp.metadata["storage"] == exp["storage"]
+    assert fp.labels.tolist() == exp["labels"]
+    assert [int(x) for x in fp.sample_digests] == exp["sample_digests"]
+    assert fp.class_counts.tolist() == exp["class_counts"]
+    assert (None if fp.view_params is None else fp.view_params.tolist()) == exp["view_params"]
+    assert fp.metadata["dataset"]["labels_sha256"] == exp["labels_sha256"]
+    assert fp.metadata["dataset"]["order_sha256"] == exp["order_sha256"]
+    assert fp.layer_names == list(exp["layers"])
+    for lname, lexp in exp["layers"].items():
+        lay = fp.layer(lname)
+        assert (lay.d, lay.r, lay.seed) == (lexp["d"], lexp["r"], lexp["seed"])
+        assert lay.projection_sha256 == lexp["projection_sha256"]
+        assert lay.projection_stored == lexp["projection_stored"]
+        assert lay.fidelity == lexp["fidelity_min_cos"]
+        assert set(lay.tables) == set(lexp["tables"])
+        for kind, values in lexp["tables"].items():
+            assert bits_equal(fp.table(kind, lname), np.array(values, dtype=np.float32)), (lname, kind)
+        if lay.projection_stored:
+            R = np.array(lexp["projection"], dtype=np.float32)
+            assert bits_equal(fp.projection(lname), R)
+            assert projection_sha256(R) == lay.projection_sha256
+
+
+def test_values_match_an_independent_recomputation():
+    # file 1: float16 of the inputs; class = float64 mean of the inputs; R = the generator's
+    fp = open_fingerprints(H.GOLDEN / MG.FILES[0])
+    labels = np.arange(12) % 3
+    for lname, seed, vseed in (("layer2", 1, 11), ("layer3", 0, 12)):
+        R = make_projection(4, 8, seed)
+        assert bits_equal(fp.projection(lname), R)
+        rows = MG.mean_views(MG.view_fingerprints(R, 8, vseed))
+        assert bits_equal(fp.table("sample", lname), rows.astype(np.float16).astype(np.float32))
+        assert bits_equal(fp.table("class", lname), ref_decoded(ref_class_means(rows, labels, 3), "float16"))
+    # file 2: int8 per-row quantisation; class 2 is empty
+    fp = open_fingerprints(H.GOLDEN / MG.FILES[1])
+    R = make_projection(4, 8, 2**63 + 5)
+    rows = MG.mean_views(MG.view_fingerprints(R, 8, 13))
+    rows[3] = 0
+    assert bits_equal(fp.table(), ref_decoded(rows, "int8"))
+    assert fp.arrays["layers/0/sample_scale"][3] == 0 and not fp.arrays["layers/0/sample"][3].any()
+    assert not fp.table("class")[2].any() and fp.class_counts.tolist() == [6, 6, 0]
+    assert bits_equal(fp.table("class"), ref_decoded(ref_class_means(rows, fp.labels, 3), "int8"))
+    # file 3: float32 views kept exactly; redacted: no R, no seed, but R's digest
+    fp = open_fingerprints(H.GOLDEN / MG.FILES[2])
+    R = make_projection(4, 8, 3)
+    v = MG.view_fingerprints(R, 2, 14)
+    assert bits_equal(fp.table("views"), v)
+    assert bits_equal(fp.table("class"), ref_class_means(MG.mean_views(v), fp.labels, 3))
+    lay = fp.layer()
+    assert lay.seed is None and not lay.projection_stored and lay.projection_sha256 == projection_sha256(R)
+    with h5py.File(H.GOLDEN / MG.FILES[2], "r") as f:
+        assert "projection" not in f["layers/0"]
+
+
+def test_metadata_highlights():
+    fp = open_fingerprints(H.GOLDEN / MG.FILES[0])
+    m = fp.metadata
+    assert m["created"] == MG.CREATED and m["libraries"] == MG.LIBRARIES and m["fpkit_version"] == MG.FPKIT_VERSION
+    assert m["teacher"]["accuracy"] == {"top1": 0.75, "measured_on": "views", "count": 96}
+    assert m["layers"][0]["projection"]["generator"] == "fpkit-splitmix64-boxmuller-v1"
+    with h5py.File(H.GOLDEN / MG.FILES[0], "r") as f:
+        assert set(f.attrs) == {"format", "format_version", "metadata", "complete"}
+        assert f.attrs["complete"] == hashlib.sha256(f.attrs["metadata"].encode()).hexdigest()
+        assert f.attrs["format"] == "fpkit.fingerprints"
+
+
+def test_regenerated_files_are_byte_identical(tmp_path):
+    if h5py.version.hdf5_version != EXPECTED["hdf5_version"]:
+        pytest.skip(f"golden files were written with HDF5 {EXPECTED['hdf5_version']}, this is "
+                    f"{h5py.version.hdf5_version}: HDF5 may lay the bytes out differently")
+    # a fresh interpreter: a zstd filter registered in this process (hdf5plugin, imported by other
+    # tests) would put its name into the pipeline message of zstd datasets (formats/SPEC.md, 9)
+    subprocess.run([sys.executable, str(H.REPO / "formats" / "make_golden.py"), str(tmp_path)],
+                   check=True, capture_output=True, cwd=H.REPO)
+    assert json.loads((tmp_path / "expected.json").read_text()) == EXPECTED
+    for name in NAMES:
+        got = (tmp_path / name).read_bytes()
+        assert hashlib.sha256(got).hexdigest() == EXPECTED["files"][name]["sha256"], name
+        assert got == (H.GOLDEN / name).read_bytes(), name
+
+
+def test_zstd_filter_name_is_the_only_difference_a_registered_plugin_makes(tmp_path):
+    hdf5plugin = pytest.importorskip("hdf5plugin")
+    assert hdf5plugin.ZSTD_ID == 32015
+    MG.make_all(tmp_path)  # in this process, where hdf5plugin has registered filter 32015
+    name = "v1-int8-zstd.h5"
+    fp, ref = open_fingerprints(tmp_path / name), open_fingerprints(H.GOLDEN / name)
+    assert fp == ref.__class__(**{**ref.__dict__, "path": fp.path})
+    with h5py.File(tmp_path / name, "r") as a, h5py.File(H.GOLDEN / name, "r") as b:
+        pa, pb = (f["layers/0/sample"].id.get_create_plist() for f in (a, b))
+        fa = [pa.get_filter(i)[:3] for i in range(pa.get_nfilters())]
+        assert fa == [pb.get_filter(i)[:3] for i in range(pb.get_nfilters())]
+        assert fa == [(2, 1, (1,)), (32015, 1, (3,))]  # shuffle, zstd level 3; both optional

@@ -35,6 +35,8 @@ from .projection import make_projection, projection_sha256
 #: layer i uses seed + i), at most; fewer for large d * r (about 2**23 generated numbers per layer)
 SEED_SEARCH = 1024
 _SEARCH_NORMALS = 2**23
+#: largest d * r simulated (a redacted file's d is only a claim of its metadata)
+_SIM_MAX = 2**24
 #: rows of a table used to measure the exact reconstruction (deterministic: evenly spaced)
 MAX_ROWS = 4096
 #: simulated feature vectors for the r < d estimate
@@ -42,8 +44,8 @@ SIM_SAMPLES = 2000
 #: re-projection error (relative) expected from storage rounding alone, by stored dtype
 EXACT_TOL = {"float32": 1e-4, "float16": 5e-3, "int8": 5e-2}
 
-NOT_PRIVATE = ("fingerprints are random projections, not encryption: nothing in this report means "
-               "the file is private")
+NOT_PRIVATE = ("fingerprints are random projections, not encryption: this report lists known leaks; "
+               "it does not certify that a file is safe to share")
 REDACTED_NOTE = ("R not stored: fingerprints are not directly invertible by pseudo-inverse, but pairwise "
                  "similarities (what the relational loss uses) still reveal the geometry of the teacher's "
                  "features; not a privacy guarantee")
@@ -130,7 +132,8 @@ def _find_projection(lay, fp: FingerprintFile, seed_search: int) -> tuple[np.nda
             info["how"] = (f"R is not stored but make_projection(d={lay.d}, r={lay.r}, seed={lay.seed}) "
                            "reproduces its recorded SHA-256")
             return R, info
-    seed_search = max(0, min(seed_search, max(16, _SEARCH_NORMALS // (lay.d * lay.r))))
+    # d of a redacted layer is checked against nothing in the file: never trust it with memory
+    seed_search = 0 if lay.d * lay.r > _SIM_MAX else max(0, min(seed_search, max(16, _SEARCH_NORMALS // (lay.d * lay.r))))
     info["seeds_tried"] = seed_search
     for s in range(seed_search):
         R = make_projection(lay.d, lay.r, s)
@@ -161,7 +164,13 @@ def _audit_table(kind: str, phi: np.ndarray, d: int, r: int, R: np.ndarray | Non
     what = {"sample": "each sample's view-averaged features",
             "class": "each class's mean feature vector",
             "views": "each augmented view's features"}[kind]
-    if R is not None and r >= d and np.linalg.matrix_rank(np.asarray(R, dtype=np.float64)) == d:
+    if R is not None and not np.isfinite(R).all():  # only a crafted file (its digest matched)
+        t["reconstruction"] = {"method": "none (R holds NaN or infinite values)", "kind": "none"}
+        t["finding"] = "R holds non-finite values, so no reconstruction was measured; " + REDACTED_NOTE
+        t["verdict"] = "LEAKS GEOMETRY: pairwise similarities of " + what + " are revealed"
+        return t
+    rank = int(np.linalg.matrix_rank(np.asarray(R, dtype=np.float64))) if R is not None else 0
+    if R is not None and rank == d:
         m = _measure_exact(phi.reshape(-1, r), R)
         t["reconstruction"] = {"method": "pseudo-inverse (exact: R has full row rank d)", "kind": "exact",
                                **m}
@@ -174,20 +183,21 @@ def _audit_table(kind: str, phi: np.ndarray, d: int, r: int, R: np.ndarray | Non
         t["verdict"] = f"EXPOSED: {what} can be read back exactly"
     elif R is not None:
         sim = simulate_min_norm(R)
-        t["reconstruction"] = {"method": "minimum-norm pseudo-inverse (r < d)", "kind": "estimate",
+        why = f"r={r} < d={d}" if r < d else f"R has rank {rank} < d={d}"
+        t["reconstruction"] = {"method": f"minimum-norm pseudo-inverse ({why})", "kind": "estimate",
                                "estimated_mean_cosine": sim["mean_cosine"], "simulation": sim,
-                               "dimensions_revealed": f"{r} of {d}"}
-        t["finding"] = (f"r={r} < d={d}: the minimum-norm reconstruction keeps an {r}-dimensional view of {what}; "
+                               "dimensions_revealed": f"{rank} of {d}"}
+        t["finding"] = (f"{why}: the minimum-norm reconstruction keeps a {rank}-dimensional view of {what}; "
                         f"ESTIMATED mean cosine to the true features {sim['mean_cosine']:.2f} (simulation with "
                         "ReLU-like features, not measured on this file: the true features are not in it); "
                         "published attacks do better")
         t["verdict"] = (f"LEAKS: {what} partly recoverable (estimated cosine {sim['mean_cosine']:.2f}, "
                         "a lower bound for an attacker)")
     else:
-        geo = simulate_geometry(d, r)
+        geo = simulate_geometry(d, r) if d * r <= _SIM_MAX else None
         t["reconstruction"] = {"method": "none (R not available)", "kind": "none", "geometry_simulation": geo}
-        t["finding"] = (REDACTED_NOTE + f"; simulated pairwise-cosine error {geo['mean_abs_cosine_error']:.3f} "
-                        f"(correlation {geo['correlation']:.2f}) at r={r}")
+        t["finding"] = REDACTED_NOTE + (f"; simulated pairwise-cosine error {geo['mean_abs_cosine_error']:.3f} "
+                                        f"(correlation {geo['correlation']:.2f}) at r={r}" if geo else "")
         t["verdict"] = ("LEAKS GEOMETRY: pairwise similarities of " + what
                         + " are revealed; R is not stored, so the relational loss is the only use of these rows")
     if kind == "class":

@@ -342,6 +342,9 @@ def _prepare(out: Path, work: Path, config: dict, o: BuildOptions, say) -> str:
         stale.unlink(missing_ok=True)
     if out.exists() and not o.force:
         if o.resume:
+            if work.exists():
+                _leftover_work(out, work, config)
+            shutil.rmtree(work.parent / (work.name + ".new"), ignore_errors=True)
             say(f"[fpkit build] {out} is already complete; nothing to resume")
             return "done"
         raise OutputExistsError(f"{out} exists; pass --force to replace it or choose another -o path")
@@ -372,6 +375,22 @@ def _prepare(out: Path, work: Path, config: dict, o: BuildOptions, say) -> str:
     (tmp / "config.json").write_text(json.dumps(config))
     os.replace(tmp, work)
     return "go"
+
+
+def _leftover_work(out: Path, work: Path, config: dict) -> None:
+    """A work folder next to a complete output: remove it if it is the finished work of these
+    settings (a build killed between renaming the file into place and removing its work folder);
+    refuse if it is an unfinished or different build, which --resume must not silently ignore."""
+    try:
+        old = json.loads((work / "config.json").read_text())
+    except (OSError, ValueError):
+        old = None
+    chunks = (config["n"] + config["chunk"] - 1) // config["chunk"]
+    if old == config and all((work / "done" / f"{c:06d}.json").exists() for c in range(chunks)):
+        shutil.rmtree(work, ignore_errors=True)
+        return
+    raise OutputExistsError(f"{out} exists and an unfinished build of it is in {work}; pass --force to "
+                            f"rebuild from scratch, or delete {out} and rerun with --resume to continue that build")
 
 
 class _WorkStore:

@@ -194,6 +194,54 @@ def verify_fingerprints(path: str | os.PathLike) -> list[str]:
     return problems
 
 
+_GCOL = b"GCOL\x01\x00\x00\x00"  # global heap collection: signature, version 1, 3 reserved bytes
+
+
+def _global_heap_problem(path: Path) -> str | None:
+    """Check the object headers of every global heap collection ("GCOL") before libhdf5 reads one.
+
+    The root attributes are variable-length strings kept in global heaps.  libhdf5 (2.0.0 included)
+    loops forever on a collection whose object sizes do not tile it (a free-space object of size
+    0, for instance): single bit flips in these headers hang ``attrs[...]``.  The walk below is
+    the one libhdf5 makes, refusing what would send it astray.  JSON text cannot contain the
+    signature's control bytes, so only real collections (or table bytes, with odds ~2**-64 per
+    position) match.  Assumes 8-byte lengths, which every h5py-written file has.
+    """
+    import mmap
+    import struct
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size < 16:
+                return None
+            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+                if mm[:8] == b"\x89HDF\r\n\x1a\n" and mm[8] == 0 and mm[14] != 8:
+                    return None  # superblock v0 with lengths of another size: not an h5py layout
+                at = mm.find(_GCOL)
+                while at != -1:
+                    if at + 16 > size:
+                        return f"global heap at byte {at} is truncated"
+                    (length,) = struct.unpack_from("<Q", mm, at + 8)
+                    end = at + length
+                    if length < 4096 or end > size:
+                        return f"global heap at byte {at} claims {length} bytes"
+                    o = at + 16
+                    while o + 16 <= end:
+                        idx, _refs, _res, n = struct.unpack_from("<HHIQ", mm, o)
+                        if idx == 0:  # free space: the rest of the collection
+                            if n != end - o:
+                                return f"global heap at byte {at}: free space of {n} bytes at byte {o}"
+                            break
+                        need = 16 + (n + 7) // 8 * 8
+                        if o + need > end:
+                            return f"global heap at byte {at}: object {idx} of {n} bytes overruns it"
+                        o += need
+                    at = mm.find(_GCOL, at + 8)
+    except (OSError, ValueError):
+        return None  # unreadable here: h5py will say why
+    return None
+
+
 class _Reader:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -210,6 +258,9 @@ class _Reader:
         if not is_h5:
             raise FormatError(f"{self.path} is not an HDF5 file, so not an fpkit fingerprint file; "
                               "give a file written by `fpkit build`")
+        bad_heap = _global_heap_problem(self.path)
+        if bad_heap:
+            raise CorruptFileError(f"{self.path} is damaged: {bad_heap}; download or rebuild it")
         try:
             self.f = h5py.File(self.path, "r", locking=False)
         except OSError as e:
@@ -270,7 +321,7 @@ class _Reader:
             raise CorruptFileError(f"{p}: the metadata does not match its digest; the file is damaged: download or rebuild it")
         try:
             unknown_attrs = sorted(set(self.f.attrs.keys()) - _ATTRS)
-        except (OSError, RuntimeError, KeyError) as e:
+        except (OSError, RuntimeError, KeyError, ValueError) as e:  # ValueError: names not UTF-8
             raise CorruptFileError(f"{p}: the root attributes cannot be listed ({e}); the file is damaged") from e
         if unknown_attrs:  # an attribute cannot carry a must_understand marker: never ignorable
             raise UnknownFieldError(f"{p}: unknown root attributes {unknown_attrs[:5]} (not in format "
@@ -349,6 +400,8 @@ class _Reader:
         ignored: list[str] = []  # marked must_understand=false: ignored with everything inside
 
         def visit(name: str, obj: Any) -> None:
+            if isinstance(name, bytes):  # h5py hands over names that are not UTF-8 as bytes
+                name = name.decode("utf-8", "backslashreplace")
             if name in expected or name in allowed_groups:
                 return
             if any(name.startswith(u + "/") for u in unknown + ignored):
@@ -361,7 +414,7 @@ class _Reader:
 
         try:
             self.f.visititems(visit)
-        except (OSError, RuntimeError, KeyError) as e:
+        except (OSError, RuntimeError, KeyError, ValueError) as e:  # ValueError: names not UTF-8
             raise CorruptFileError(f"{p}: the HDF5 structure cannot be walked ({e}); the file is damaged") from e
         if unknown:
             raise UnknownFieldError(f"{p}: unknown objects {unknown[:5]} (not in format {self.version} and not "

@@ -18,13 +18,15 @@ How the work is organised:
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
+import secrets
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -35,7 +37,7 @@ from . import features as _features
 from .augment import ViewPolicy, make_views
 from .datasets import ImageSource, open_source
 from .errors import (ConfigError, FpkitError, FpkitFileNotFoundError, FpkitPermissionError, MismatchError,
-                     NonFiniteError, OutputExistsError)
+                     NonFiniteError, OutputExistsError, StorageError)
 from .format import FingerprintWriter, LayerSpec, sample_digest
 from .format.writer import labels_sha256
 from .format.quantize import check_dtype
@@ -63,7 +65,7 @@ class BuildOptions:
     num_classes: int | None = None
     layers: Sequence[str] = ()
     r: int = 128
-    seed: int = 0
+    seed: int | None = None
     views: int | str = 8
     view_seed: int | None = None
     padding: int = 4
@@ -108,8 +110,9 @@ def check_options(o: BuildOptions) -> None:
         raise ConfigError(f"--r must be a positive integer, got {o.r!r}; the source writeup used 128")
     if not (isinstance(o.views, int) and o.views >= 1) and o.views != "all":
         raise ConfigError(f"--views must be a positive integer or 'all', got {o.views!r}")
-    if not 0 <= o.seed <= _MAX_SEED or (o.view_seed is not None and not 0 <= o.view_seed <= _MAX_SEED):
-        raise ConfigError(f"seeds must lie in [0, 2**63), got {o.seed}")
+    for name, value in (("--seed", o.seed), ("--view-seed", o.view_seed)):
+        if value is not None and not 0 <= value <= _MAX_SEED:
+            raise ConfigError(f"{name} must lie in [0, 2**63), got {value}")
     if o.batch_size < 1 or o.chunk_size < 1 or o.num_workers < 0:
         raise ConfigError("--batch-size and chunk size must be >= 1, --num-workers >= 0")
     if not o.tables or set(o.tables) - {"sample", "class"}:
@@ -243,16 +246,17 @@ def _run(o: BuildOptions, source: ImageSource, teacher: Teacher, dist: _Dist, sa
     layers = list(o.layers) or [teacher.default_layer or _features.default_layer(teacher.model)]
     policy = ViewPolicy(o.padding, o.flip)
     k = policy.num_views if o.views == "all" else int(o.views)
-    view_seed = o.seed if o.view_seed is None else o.view_seed
+    view_seed = 0 if o.view_seed is None else o.view_seed
     mean = torch.tensor(source.mean, dtype=torch.float32, device=dev)
     std = torch.tensor(source.std, dtype=torch.float32, device=dev)
     n = len(source)
 
     tap = _features.LayerTap(model, layers)
     try:
-        specs, poolings = _probe_layers(o, source, tap, policy, mean, std, dev, layers)
         out = Path(o.output) if o.output else default_output(o, source)
         work = out.parent / f".{out.name}.partial"
+        seed = _projection_seed(o, work, dist)
+        specs, poolings = _probe_layers(o, seed, source, tap, policy, mean, std, dev, layers)
         config = _config(o, source, teacher, specs, poolings, k, view_seed)
         if dist.rank == 0:
             state = _prepare(out, work, config, o, say)
@@ -304,7 +308,30 @@ def _result(out: Path, n, k, forwards, seconds, top1, resumed, layers, ips=0.0) 
     return BuildResult(out, n, k, forwards, seconds, ips, top1, resumed, size, list(layers))
 
 
-def _probe_layers(o, source, tap, policy, mean, std, dev, layers):
+def _projection_seed(o: BuildOptions, work: Path, dist: _Dist) -> int:
+    """--seed if given; else 0, or, with --redact, a secret random seed (so that R cannot be
+    recovered by trying small seeds against the SHA-256 of R the file keeps).  A resumed redacted
+    build reuses its own secret seed; ranks of one build share rank 0's."""
+    if o.seed is not None:
+        return o.seed
+    if not o.redact:
+        return 0
+    seed = None
+    if dist.rank == 0:
+        try:
+            seed = int(json.loads((work / "config.json").read_text())["layers"][0][4]) if o.resume else None
+        except (OSError, ValueError, KeyError, IndexError, TypeError):
+            seed = None
+        if seed is None:
+            seed = secrets.randbits(62)
+    if dist.enabled:
+        box = [seed]
+        dist.dist.broadcast_object_list(box, src=0)
+        seed = box[0]
+    return int(seed)
+
+
+def _probe_layers(o, base_seed, source, tap, policy, mean, std, dev, layers):
     """Run the teacher on one view to learn each layer's rank and width; make the projections."""
     x = make_views(source.get_batch([0]).to(dev), torch.zeros(1, 1, 3, dtype=torch.int16, device=dev),
                    policy.padding, mean, std)
@@ -314,7 +341,7 @@ def _probe_layers(o, source, tap, policy, mean, std, dev, layers):
     for i, name in enumerate(layers):
         pooling = _features.resolve_pooling(feats[name].ndim, o.pooling)
         d = int(_features.pool_features(feats[name], pooling).shape[1])
-        seed = o.seed + i
+        seed = base_seed + i
         specs.append(LayerSpec(name, pooling, d, make_projection(d, o.r, seed), seed, redacted=o.redact))
         poolings.append(pooling)
     return specs, poolings
@@ -342,6 +369,7 @@ def _prepare(out: Path, work: Path, config: dict, o: BuildOptions, say) -> str:
         stale.unlink(missing_ok=True)
     if out.exists() and not o.force:
         if o.resume:
+            _check_complete_output(out, config)
             if work.exists():
                 _leftover_work(out, work, config)
             shutil.rmtree(work.parent / (work.name + ".new"), ignore_errors=True)
@@ -368,13 +396,41 @@ def _prepare(out: Path, work: Path, config: dict, o: BuildOptions, say) -> str:
                                     "or --force to start over")
     tmp = work.parent / (work.name + ".new")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    (tmp / "done").mkdir()
-    _WorkStore(tmp, config["n"], config["views"][1] if o.replay else 0, [lay[3] for lay in config["layers"]],
-               create=True)
-    (tmp / "config.json").write_text(json.dumps(config))
-    os.replace(tmp, work)
+    try:
+        tmp.mkdir()
+        (tmp / "done").mkdir()
+        _WorkStore(tmp, config["n"], config["views"][1] if o.replay else 0, [lay[3] for lay in config["layers"]],
+                   create=True)
+        (tmp / "config.json").write_text(json.dumps(config))
+        os.replace(tmp, work)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return "go"
+
+
+def _check_complete_output(out: Path, config: dict) -> None:
+    """--resume found a complete output: it must be what these settings would build."""
+    from .format import open_fingerprints
+    m = open_fingerprints(out, verify=False, load_views=False).metadata
+    got = {
+        "teacher": m["teacher"]["weights_sha256"],
+        "dataset": [m["dataset"]["name"], m["dataset"]["split"], m["dataset"]["num_samples"]],
+        "layers": [[lay["name"], lay["pooling"], lay["d"], lay["projection"]["r"],
+                    lay["projection"]["seed"]] for lay in m["layers"]],
+        "views": [m["views"]["count"], m["views"]["per_sample"], m["views"]["seed"], m["views"]["replay"]],
+    }
+    redacted = any(lay[4] is None for lay in got["layers"])
+    want = {
+        "teacher": config["teacher"],
+        "dataset": [config["dataset"]["name"], config["dataset"]["split"], config["n"]],
+        "layers": [[name, p, d, r, None if redacted else seed] for name, p, d, r, seed in config["layers"]],
+        "views": [config["views"][0], config["views"][1], config["views"][2], config["views"][5]],
+    }
+    diff = [key for key in want if want[key] != got[key]]
+    if diff:
+        raise OutputExistsError(f"{out} exists but was built with other settings ({', '.join(diff)}); "
+                                "pass --force to rebuild it or choose another -o path")
 
 
 def _leftover_work(out: Path, work: Path, config: dict) -> None:
@@ -393,6 +449,22 @@ def _leftover_work(out: Path, work: Path, config: dict) -> None:
                             f"rebuild from scratch, or delete {out} and rerun with --resume to continue that build")
 
 
+def _preallocate(path: Path) -> None:
+    """Reserve a memory map's blocks now: writing into a sparse map on a full disk kills the
+    process with SIGBUS; reserving turns that into a StorageError before any work is done."""
+    size = path.stat().st_size
+    try:
+        with open(path, "r+b") as fh:
+            os.posix_fallocate(fh.fileno(), 0, size)
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise StorageError(errno.ENOSPC, f"not enough disk space for the build's work folder {path.parent} "
+                                             f"({size:,} bytes for {path.name}); free space or choose another -o "
+                                             "folder") from e
+        if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):   # filesystems without fallocate: go on
+            raise
+
+
 class _WorkStore:
     """The work folder: float32 memory maps of results and one marker per finished chunk."""
 
@@ -406,6 +478,9 @@ class _WorkStore:
                       for i, r in enumerate(rs)] if k else []
         self.view_params = mm(work / "view_params.npy", mode=mode, dtype=np.int16, shape=(n, k, 3)) if k else None
         self.n = n
+        if create:
+            for path in work.glob("*.npy"):
+                _preallocate(path)
 
     def chunk_len(self, c: int, size: int) -> int:
         return min(self.n, (c + 1) * size) - c * size

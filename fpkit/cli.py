@@ -81,10 +81,11 @@ def _tables(ctx, param, value: str) -> tuple[str, ...]:
 @click.option("--layer", "layers", multiple=True, help="Module name to tap (repeatable; default: the feature that "
               "feeds the classifier, layer3 for CIFAR ResNets). List them with `fpkit layers TEACHER`.")
 @click.option("--r", type=int, default=128, show_default=True, help="Projection width r.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Projection seed (layer i uses seed + i).")
+@click.option("--seed", type=int, default=None,
+              help="Projection seed; layer i uses seed + i (default 0; with --redact a secret random seed).")
 @click.option("--views", type=_Views(), default=8, show_default=True,
               help="Augmented views per image: K seeded random views, or 'all' for the exact expectation.")
-@click.option("--view-seed", type=int, default=None, help="Seed of the random views (default: --seed).")
+@click.option("--view-seed", type=int, default=None, help="Seed of the random views (default 0).")
 @click.option("--padding", type=int, default=4, show_default=True, help="Zero padding of the random crop, pixels.")
 @click.option("--no-flip", is_flag=True, help="Views without horizontal flips.")
 @click.option("--replay", is_flag=True, help="Also store every view's fingerprint and crop/flip for exact replay.")
@@ -95,7 +96,7 @@ def _tables(ctx, param, value: str) -> tuple[str, ...]:
 @click.option("--codec", type=click.Choice(["none", "gzip", "zstd"]), default="none", show_default=True,
               help="Compression; zstd needs hdf5plugin in tools other than fpkit.")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
-@click.option("--batch-size", type=int, default=512, show_default=True, help="Views per teacher forward pass.")
+@click.option("--batch-size", type=int, default=512, show_default=True, help="Views per teacher forward pass (512 suits GPUs; on a CPU also try 64).")
 @click.option("--num-workers", type=int, default=0, show_default=True, help="DataLoader workers decoding images.")
 @click.option("--autocast", type=click.Choice(["bfloat16", "float16"]), default=None,
               help="Run the teacher under autocast (recorded in the file).")

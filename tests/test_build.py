@@ -161,7 +161,7 @@ def test_output_exists_and_force(tmp_path, tiny_teacher):
         build(opts(tmp_path, tiny_teacher), quiet=True)
     build(opts(tmp_path, tiny_teacher, force=True, seed=3), quiet=True)
     assert open_fingerprints(tmp_path / "fp.h5").layers[0].seed == 3
-    res = build(opts(tmp_path, tiny_teacher, resume=True), quiet=True)   # complete already: nothing to do
+    res = build(opts(tmp_path, tiny_teacher, resume=True, seed=3), quiet=True)   # complete: nothing to do
     assert res.teacher_forwards == 0
 
 
@@ -219,3 +219,42 @@ def test_torchrun_two_ranks_equal_single_process(tmp_path, tiny_teacher):
         assert np.array_equal(a.table(kind), b.table(kind))
     assert b.metadata["compute"]["world_size"] == 2
     assert a.metadata["teacher"]["accuracy"] == b.metadata["teacher"]["accuracy"]
+
+
+def test_redacted_build_uses_a_secret_seed(tmp_path, tiny_teacher, monkeypatch):
+    a = build(opts(tmp_path, tiny_teacher, output=str(tmp_path / "a.h5"), redact=True), quiet=True)
+    b = build(opts(tmp_path, tiny_teacher, output=str(tmp_path / "b.h5"), redact=True), quiet=True)
+    la, lb = open_fingerprints(a.path).layers[0], open_fingerprints(b.path).layers[0]
+    assert la.seed is None and not la.projection_stored
+    assert la.projection_sha256 != lb.projection_sha256                      # not seed 0, not repeatable
+    assert la.projection_sha256 != open_fingerprints(build(opts(tmp_path, tiny_teacher, output=str(
+        tmp_path / "c.h5")), quiet=True).path).layers[0].projection_sha256
+    # an interrupted redacted build resumes with its own secret seed
+    _interrupt_after(monkeypatch, 1)
+    o = opts(tmp_path, tiny_teacher, output=str(tmp_path / "r.h5"), redact=True)
+    with pytest.raises(BuildInterrupted):
+        build(o, quiet=True)
+    monkeypatch.undo()
+    o.resume = True
+    assert build(o, quiet=True).chunks_resumed == 1
+
+
+def test_resume_of_a_complete_file_checks_its_settings(tmp_path, tiny_teacher):
+    build(opts(tmp_path, tiny_teacher), quiet=True)
+    assert build(opts(tmp_path, tiny_teacher, resume=True), quiet=True).teacher_forwards == 0
+    with pytest.raises(OutputExistsError, match="other settings"):
+        build(opts(tmp_path, tiny_teacher, r=64, resume=True), quiet=True)
+
+
+def test_full_disk_before_work_starts(tmp_path, tiny_teacher, monkeypatch):
+    import errno
+    import os
+    from fpkit.errors import StorageError
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    with pytest.raises(StorageError, match="not enough disk space"):
+        build(opts(tmp_path, tiny_teacher), quiet=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["teacher.pt"]

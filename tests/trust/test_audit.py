@@ -100,12 +100,17 @@ def test_redacted_with_guessable_seed_is_recovered(tmp_path):
     assert _table(rep)["reconstruction"]["kind"] == "exact"
 
 
-def test_build_redact_default_seed_is_recoverable(tiny_teacher, tmp_path):
+def test_build_redact_seed_is_secret_unless_given(tiny_teacher, tmp_path):
     out = tmp_path / "fp.h5"
     res = cli("build", tiny_teacher, "synthetic:12x10", "--redact", "--views", "1", "--device", "cpu", "-o", out, "-q")
     assert res.exit_code == 0, res.output
     rep = audit_file(out)
-    assert rep["layers"][0]["projection"]["status"] == "recovered"  # the default --seed 0
+    assert rep["layers"][0]["projection"]["status"] == "redacted"   # a secret random seed, not 0
+    out0 = tmp_path / "fp0.h5"
+    res = cli("build", tiny_teacher, "synthetic:12x10", "--redact", "--seed", "0", "--views", "1", "--device", "cpu",
+              "-o", out0, "-q")
+    assert res.exit_code == 0, res.output
+    assert audit_file(out0)["layers"][0]["projection"]["status"] == "recovered"   # a guessable seed is found
     out2 = tmp_path / "fp2.h5"
     res = cli("build", tiny_teacher, "synthetic:12x10", "--redact", "--seed", SECRET_SEED, "--views", "1",
               "--device", "cpu", "-o", out2, "-q")

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(autouse=True)
 def _few_threads():
@@ -19,7 +14,6 @@ def _few_threads():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
-
 
 @pytest.fixture
 def tiny_teacher(tmp_path: Path) -> Path:
@@ -35,13 +29,3 @@ def tiny_teacher(tmp_path: Path) -> Path:
     path = tmp_path / "teacher.pt"
     torch.save({"model": model.state_dict(), "epoch": 1}, path)
     return path
-
-
-def subprocess_env() -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env["OMP_NUM_THREADS"] = "1"
-    return env
-
-
-PYTHON = sys.executable

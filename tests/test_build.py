@@ -14,7 +14,7 @@ import pytest
 import torch
 import torchvision.transforms.functional as TF
 
-from conftest import PYTHON, subprocess_env
+from _support import PYTHON, subprocess_env
 from fpkit import build as build_mod
 from fpkit.build import BuildInterrupted, BuildOptions, build
 from fpkit.datasets import open_source

@@ -97,7 +97,7 @@ def test_layers_lists_modules(built):
 def test_python_dash_m(built):
     import subprocess
     import sys
-    from conftest import subprocess_env
+    from _support import subprocess_env
     p = subprocess.run([sys.executable, "-m", "fpkit", "--version"], capture_output=True, text=True,
                        env=subprocess_env())
     assert p.returncode == 0 and "fpkit" in p.stdout

@@ -14,5 +14,20 @@ def subprocess_env() -> dict:
     """Environment for `python -m fpkit ...` subprocesses: this checkout first, one thread."""
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env["OMP_NUM_THREADS"] = "1"
+    env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
     return env
+
+
+def write_tiny_teacher(path: Path) -> Path:
+    """Save a RepDistiller-style checkpoint {'model': state_dict} of a seeded random resnet8 with
+    10 classes and non-trivial BatchNorm statistics (so features differ between samples)."""
+    import torch
+    from fpkit.models.cifar_resnet import resnet8
+    torch.manual_seed(0)
+    model = resnet8(num_classes=10)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    torch.save({"model": model.state_dict(), "epoch": 1}, path)
+    return path

@@ -7,6 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from _support import write_tiny_teacher
+
+
 @pytest.fixture(autouse=True)
 def _few_threads():
     """Two cores, several test processes: one torch thread per test keeps timings sane."""
@@ -15,17 +18,8 @@ def _few_threads():
     yield
     torch.set_num_threads(old)
 
+
 @pytest.fixture
 def tiny_teacher(tmp_path: Path) -> Path:
-    """A RepDistiller-style checkpoint {'model': state_dict} of a seeded random resnet8 (10 classes)."""
-    from fpkit.models.cifar_resnet import resnet8
-    torch.manual_seed(0)
-    model = resnet8(num_classes=10)
-    # non-trivial BN statistics so features differ between samples
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.1, 0.1)
-            m.running_var.uniform_(0.5, 1.5)
-    path = tmp_path / "teacher.pt"
-    torch.save({"model": model.state_dict(), "epoch": 1}, path)
-    return path
+    """A RepDistiller-style checkpoint of a seeded random resnet8 (10 classes) in tmp_path."""
+    return write_tiny_teacher(tmp_path / "teacher.pt")

@@ -31,11 +31,7 @@ def env_int(name: str, default: int) -> int:
         return default
 
 
-def subprocess_env() -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
-    return env
+from _support import subprocess_env  # noqa: E402,F401  (one definition for the whole suite)
 
 
 def _meta(k: int | None, accuracy=None):

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from _support import write_tiny_teacher
 from click.testing import CliRunner
 
 import _trust_helpers as H
@@ -51,18 +51,6 @@ FIXED = [("time", 0.3, 0.5),           # during interpreter start / imports: not
          ("writing", 0, 0.0)]          # during the final write (temporary file present)
 
 
-def _teacher(path: Path) -> Path:
-    from fpkit.models.cifar_resnet import resnet8
-    torch.manual_seed(0)
-    model = resnet8(num_classes=10)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.1, 0.1)
-            m.running_var.uniform_(0.5, 1.5)
-    torch.save({"model": model.state_dict(), "epoch": 1}, path)
-    return path
-
-
 def cli(*args):
     old = signal.getsignal(signal.SIGTERM)  # `fpkit build` installs a SIGTERM handler
     try:
@@ -74,7 +62,7 @@ def cli(*args):
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     d = tmp_path_factory.mktemp("kill")
-    teacher = _teacher(d / "teacher.pt")
+    teacher = write_tiny_teacher(d / "teacher.pt")
     ref = d / "ref"
     ref.mkdir()
     res = cli("build", teacher, *ARGS, "-o", ref / "out.h5", "-q")

@@ -47,6 +47,16 @@ def _check_2d(name: str, x: torch.Tensor) -> None:
         )
 
 
+def _check_pair(a_name: str, a: torch.Tensor, b_name: str, b: torch.Tensor, hint: str) -> None:
+    """Both [B, r] tensors of one shape and finite, else the error that says which and why."""
+    _check_2d(a_name, a)
+    _check_2d(b_name, b)
+    if a.shape != b.shape:
+        raise MismatchError(f"{a_name} has shape {list(a.shape)} but {b_name} has shape {list(b.shape)}; {hint}")
+    _check_finite(a_name, a)
+    _check_finite(b_name, b)
+
+
 def _common(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Promote both to a shared floating dtype (>= float32) on ``a``'s device."""
     dtype = torch.promote_types(torch.promote_types(a.dtype, b.dtype), torch.float32)
@@ -70,15 +80,8 @@ def fingerprint_loss(phi_s: torch.Tensor, phi_t: torch.Tensor, reduction: str = 
     """
     if reduction not in _REDUCTIONS:
         raise ConfigError(f"unknown reduction {reduction!r}; use one of: {', '.join(_REDUCTIONS)}")
-    _check_2d("phi_s", phi_s)
-    _check_2d("phi_t", phi_t)
-    if phi_s.shape != phi_t.shape:
-        raise MismatchError(
-            f"phi_s has shape {list(phi_s.shape)} but phi_t has shape {list(phi_t.shape)}; project the "
-            "student with the fingerprint file's R and pass the teacher rows of the same batch"
-        )
-    _check_finite("phi_s", phi_s)
-    _check_finite("phi_t", phi_t)
+    _check_pair("phi_s", phi_s, "phi_t", phi_t, "project the student with the fingerprint file's R and "
+                "pass the teacher rows of the same batch")
     s, t = _common(phi_s, phi_t)
     loss = 1.0 - F.cosine_similarity(s, t, dim=1)
     if reduction == "mean":
@@ -146,15 +149,8 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float
     """
     if not _is_real(T) or T <= 0:
         raise ConfigError(f"temperature T must be a positive number, got {T!r}; the usual value is 4")
-    _check_2d("student_logits", student_logits)
-    _check_2d("teacher_logits", teacher_logits)
-    if student_logits.shape != teacher_logits.shape:
-        raise MismatchError(
-            f"student_logits has shape {list(student_logits.shape)} but teacher_logits has shape "
-            f"{list(teacher_logits.shape)}; both must be [B, classes] for the same batch"
-        )
-    _check_finite("student_logits", student_logits)
-    _check_finite("teacher_logits", teacher_logits)
+    _check_pair("student_logits", student_logits, "teacher_logits", teacher_logits,
+                "both must be [B, classes] for the same batch")
     s, t = _common(student_logits, teacher_logits)
     log_p_s = F.log_softmax(s / T, dim=1)
     log_p_t = F.log_softmax(t / T, dim=1)

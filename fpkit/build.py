@@ -163,6 +163,14 @@ class _Dist:
         if self.enabled:
             self.dist.barrier()
 
+    def share(self, value):
+        """Rank 0's ``value`` on every rank (the value itself in a single process)."""
+        if not self.enabled:
+            return value
+        box = [value]
+        self.dist.broadcast_object_list(box, src=0)
+        return box[0]
+
     def close(self) -> None:
         if self.enabled and self.dist.is_initialized():
             self.dist.destroy_process_group()
@@ -258,12 +266,9 @@ def _run(o: BuildOptions, source: ImageSource, teacher: Teacher, dist: _Dist, sa
         seed = _projection_seed(o, work, dist)
         specs, poolings = _probe_layers(o, seed, source, tap, policy, mean, std, dev, layers)
         config = _config(o, source, teacher, specs, poolings, k, view_seed)
-        if dist.rank == 0:
-            state = _prepare(out, work, config, o, say)
-            if state == "done":
-                dist.barrier()
-                return _result(out, n, k, 0, time.perf_counter() - t0, None, 0, layers)
-        dist.barrier()
+        state = dist.share(_prepare(out, work, config, o, say) if dist.rank == 0 else None)
+        if state == "done":
+            return _result(out, n, k, 0, time.perf_counter() - t0, None, 0, layers)
         store = _WorkStore(work, n, k if o.replay else 0, [sp.r for sp in specs], create=False)
         chunks = [c for c in range((n + o.chunk_size - 1) // o.chunk_size) if c % dist.world == dist.rank]
         todo = [c for c in chunks if not store.is_done(c)]
@@ -324,11 +329,7 @@ def _projection_seed(o: BuildOptions, work: Path, dist: _Dist) -> int:
             seed = None
         if seed is None:
             seed = secrets.randbits(62)
-    if dist.enabled:
-        box = [seed]
-        dist.dist.broadcast_object_list(box, src=0)
-        seed = box[0]
-    return int(seed)
+    return int(dist.share(seed))
 
 
 def _probe_layers(o, base_seed, source, tap, policy, mean, std, dev, layers):

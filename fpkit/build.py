@@ -506,6 +506,13 @@ class _WorkStore:
 
 
 def _compute(o, source, tap, specs, poolings, policy, k, view_seed, mean, std, dev, store, todo, progress) -> None:
+    """Run the teacher over the chunks ``todo`` and fill ``store``.
+
+    A one-step software pipeline: the device's work for step i is queued (views, forward,
+    projection, and a non-blocking copy of the results to pinned host memory) before step i-1's
+    results are written, so on CUDA the host-side work (decoding the next step, digests, writes
+    into the work folder) overlaps the GPU's.  On the CPU the same code runs step by step.
+    """
     spb = max(1, o.batch_size // k)
     steps: list[list[int]] = []
     owner: list[int] = []
@@ -521,50 +528,85 @@ def _compute(o, source, tap, specs, poolings, policy, k, view_seed, mean, std, d
     cuda = dev.type == "cuda"
     amp = dict(device_type=dev.type, dtype=getattr(torch, o.autocast) if o.autocast else torch.float32,
                enabled=o.autocast is not None)
-    chunk_correct: dict[int, list[int]] = {}
-    remaining = {c: store.chunk_len(c, o.chunk_size) for c in todo}
-    bad: dict[str, set[int]] = {}
-    tainted: set[int] = set()
+    sink = _StepSink(store, specs, k, labels_all, {c: store.chunk_len(c, o.chunk_size) for c in todo}, progress)
+    pending = None
     with torch.inference_mode():
         for (batch_u8, idx_t), c in zip(loader, owner):
             idx = idx_t.numpy()
             b = len(idx)
-            hwc = batch_u8.permute(0, 2, 3, 1).contiguous().numpy()
-            store.digests[idx] = [sample_digest(img) for img in hwc]
             params = policy.views_for(idx, o.views, view_seed)
             x = make_views(batch_u8.to(dev, non_blocking=cuda), torch.from_numpy(params).to(dev, non_blocking=cuda),
                            policy.padding, mean, std, channels_last=cuda)
             with torch.autocast(**amp):
                 logits, feats = tap(x)
+            results = {"finite": [], "mean": [], "views": []}
             for i, (sp, pooling) in enumerate(zip(specs, poolings)):
                 pooled = _features.pool_features(feats[sp.name], pooling).float()
-                finite = torch.isfinite(pooled).all(dim=1)
-                if not bool(finite.all()):
-                    hit = idx[(~finite).view(b, k).any(dim=1).cpu().numpy()].tolist()
-                    bad.setdefault(sp.name, set()).update(hit)
-                    tainted.add(c)
                 phi = _features.project_features(pooled, Rs[i]).view(b, k, sp.r)
-                store.sample[i][idx] = phi.mean(dim=1).cpu().numpy()
+                results["finite"].append(torch.isfinite(pooled).all(dim=1).view(b, k).all(dim=1))
+                results["mean"].append(phi.mean(dim=1))
                 if store.views:
-                    store.views[i][idx] = phi.cpu().numpy()
+                    results["views"].append(phi)
+            if isinstance(logits, torch.Tensor) and logits.ndim == 2:
+                results["pred"] = [logits.argmax(dim=1).view(b, k)]
+            host = {key: [t.to("cpu", non_blocking=cuda) for t in ts] for key, ts in results.items()}
+            ready = None
+            if cuda:
+                ready = torch.cuda.Event()
+                ready.record(torch.cuda.current_stream(dev))
+            # host work that does not need the device's results overlaps the device's work
+            hwc = batch_u8.permute(0, 2, 3, 1).contiguous().numpy()
+            store.digests[idx] = [sample_digest(img) for img in hwc]
             if store.view_params is not None:
                 store.view_params[idx] = params
-            if isinstance(logits, torch.Tensor) and logits.ndim == 2:
-                pred = logits.argmax(dim=1).view(b, k).cpu()
-                hits = int((pred == labels_all[idx][:, None]).sum())
-                acc = chunk_correct.setdefault(c, [0, 0])
-                acc[0] += hits
-                acc[1] += b * k
-            remaining[c] -= b
-            if remaining[c] == 0 and c not in tainted:
-                acc = chunk_correct.pop(c, [0, 0])
-                store.mark_done(c, acc[0], acc[1])
-            progress.update(b, k)
-    for name, where in bad.items():
-        ids = sorted(where)
-        raise NonFiniteError(f"teacher layer {name} produced NaN or infinite features for {len(ids)} samples "
-                             f"{ids[:20]}{' ...' if len(ids) > 20 else ''}; nothing was written: check the "
-                             "teacher's weights and the input normalisation")
+            if pending is not None:
+                sink.write(*pending)
+            pending = (idx, c, host, ready)
+        if pending is not None:
+            sink.write(*pending)
+    sink.raise_if_nonfinite()
+
+
+class _StepSink:
+    """Writes one step's results into the work store and marks chunks done when complete."""
+
+    def __init__(self, store: "_WorkStore", specs, k: int, labels: torch.Tensor, remaining: dict[int, int],
+                 progress: _Progress):
+        self.store, self.specs, self.k, self.labels = store, specs, k, labels
+        self.remaining, self.progress = remaining, progress
+        self.correct: dict[int, list[int]] = {}
+        self.bad: dict[str, set[int]] = {}
+        self.tainted: set[int] = set()
+
+    def write(self, idx: np.ndarray, c: int, host: dict, ready) -> None:
+        if ready is not None:
+            ready.synchronize()
+        b = len(idx)
+        for i, sp in enumerate(self.specs):
+            finite = host["finite"][i].numpy()
+            if not finite.all():
+                self.bad.setdefault(sp.name, set()).update(idx[~finite].tolist())
+                self.tainted.add(c)
+            self.store.sample[i][idx] = host["mean"][i].numpy()
+            if self.store.views:
+                self.store.views[i][idx] = host["views"][i].numpy()
+        if "pred" in host:
+            hits = int((host["pred"][0] == self.labels[idx][:, None]).sum())
+            acc = self.correct.setdefault(c, [0, 0])
+            acc[0] += hits
+            acc[1] += b * self.k
+        self.remaining[c] -= b
+        if self.remaining[c] == 0 and c not in self.tainted:
+            acc = self.correct.pop(c, [0, 0])
+            self.store.mark_done(c, acc[0], acc[1])
+        self.progress.update(b, self.k)
+
+    def raise_if_nonfinite(self) -> None:
+        for name, where in self.bad.items():
+            ids = sorted(where)
+            raise NonFiniteError(f"teacher layer {name} produced NaN or infinite features for {len(ids)} samples "
+                                 f"{ids[:20]}{' ...' if len(ids) > 20 else ''}; nothing was written: check the "
+                                 "teacher's weights and the input normalisation")
 
 
 def _finish(o, out, work, store, source, teacher, specs, poolings, policy, k, view_seed, top1, count, world, dev):

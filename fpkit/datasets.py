@@ -108,7 +108,8 @@ class ImageSource:
         return self._make_torch(transform=transform, target_transform=target_transform)
 
     def identity(self) -> dict:
-        return {"name": self.name, "split": self.split, "image_shape": list(self.image_shape),
+        c, h, w = self.image_shape
+        return {"name": self.name, "split": self.split, "image_shape": [h, w, c],     # the spec's H, W, channels
                 "normalize": {"mean": list(self.mean), "std": list(self.std)}}
 
 
@@ -176,7 +177,7 @@ def _cifar(key: str, root: Path, split: str, download: bool) -> ImageSource:
                    download=False)
 
     ds = _torchvision_open(lambda: cls(str(root), train=split == "train", download=download),
-                           key, folder, root)
+                           key, folder, root, download)
     mean, std = NORMALIZE[key]
     return ImageSource(key, split, list(ds.classes), np.asarray(ds.targets, dtype=np.int64), mean, std,
                        (3, 32, 32), _array=ds.data, _make_torch=make)
@@ -190,19 +191,21 @@ def _fashionmnist(root: Path, split: str, download: bool) -> ImageSource:
                                      target_transform=target_transform, download=False)
 
     ds = _torchvision_open(lambda: datasets.FashionMNIST(str(root), train=split == "train", download=download),
-                           "fashionmnist", root / "FashionMNIST" / "raw", root)
+                           "fashionmnist", root / "FashionMNIST" / "raw", root, download)
     mean, std = NORMALIZE["fashionmnist"]
     return ImageSource("fashionmnist", split, list(ds.classes), ds.targets.numpy().astype(np.int64), mean, std,
                        (1, 28, 28), _array=ds.data.numpy(), _make_torch=make)
 
 
-def _torchvision_open(open_fn, key: str, folder: Path, root: Path):
+def _torchvision_open(open_fn, key: str, folder: Path, root: Path, download: bool):
     try:
         return open_fn()
     except (RuntimeError, OSError) as e:   # torchvision: "Dataset not found"; URLError is an OSError
+        why = (f"could not be downloaded ({type(e).__name__}: {str(e)[:80]})" if download
+               else "downloading was turned off (--no-download)")
         raise FpkitFileNotFoundError(
-            f"{key} is not in {folder} and could not be downloaded ({type(e).__name__}: {str(e)[:80]}); "
-            f"put the torchvision files there or pass --root DIR pointing to the folder that holds them") from e
+            f"{key} is not in {folder} and {why}; put the torchvision files there or pass --root DIR "
+            "pointing to the folder that holds them") from e
 
 
 def _imagefolder(path: Path, split: str) -> ImageSource:

@@ -41,8 +41,8 @@ def table(run: Path) -> str:
         out.append(f"Fingerprint build: {bj['num_samples']:,} images x {bj['views_per_sample']} views = "
                    f"{bj['teacher_forwards']:,} teacher forwards, {bj['seconds']:.0f} s, file {bj['size_bytes']:,} "
                    f"bytes, teacher top-1 on the built views {100 * bj['teacher_top1']:.1f}%.")
-    out += ["", "| student | method | seeds | test top-1 (%) mean | spread (min..max) | teacher forwards | "
-            "storage read (bytes) | wall s (mean) |", "|---|---|---|---|---|---|---|---|"]
+    out += ["", "| student | method | seeds | test top-1 (%) mean | spread (min..max) | minus ce, same seed: mean "
+            "(min..max) | teacher forwards | file read (bytes) | wall s (mean) |", "|---|---|---|---|---|---|---|---|---|"]
     rows: dict[str, list[dict]] = defaultdict(list)
     for log in sorted(run.glob("s*/*/log.jsonl")):
         f = final_line(log)
@@ -51,14 +51,26 @@ def table(run: Path) -> str:
     for m in METHODS:
         rs = rows.get(m, [])
         if not rs:
-            out.append(f"| - | {m} | 0 | not run | | | | |")
+            out.append(f"| - | {m} | 0 | not run | | | | | |")
             continue
         acc = [r["test_top1"] for r in rs]
         spread = f"{min(acc):.2f}..{max(acc):.2f}" if len(acc) > 1 else "-"
         out.append(f"| {rs[0]['arch']} | {m} | {','.join(str(r['seed']) for r in rs)} | {statistics.mean(acc):.2f} | "
-                   f"{spread} | {rs[0]['teacher_forwards']:,} | {rs[0]['fingerprint_bytes']:,} | "
+                   f"{spread} | {_paired(rs, rows.get('ce', []))} | {rs[0]['teacher_forwards']:,} | "
+                   f"{rs[0]['fingerprint_bytes']:,} | "
                    f"{statistics.mean(r['wall_seconds'] for r in rs):.0f} |")
     return "\n".join(out)
+
+
+def _paired(rs: list[dict], ce: list[dict]) -> str:
+    """Accuracy minus the ce student's of the same seed (same initialisation and batch order), over
+    the seeds both have: seed-to-seed noise largely cancels in these differences."""
+    base = {r["seed"]: r["test_top1"] for r in ce}
+    diffs = [r["test_top1"] - base[r["seed"]] for r in rs if r["seed"] in base]
+    if not diffs or rs[0]["method"] == "ce":
+        return "-"
+    spread = f" ({min(diffs):+.2f}..{max(diffs):+.2f})" if len(diffs) > 1 else ""
+    return f"{statistics.mean(diffs):+.2f}{spread}"
 
 
 def main() -> None:

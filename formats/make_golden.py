@@ -20,6 +20,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from fpkit.augment import ViewPolicy
 from fpkit.format import FingerprintWriter, LayerSpec, sample_digest
 from fpkit.format import writer as _writer
 from fpkit.projection import make_projection
@@ -140,8 +141,7 @@ def make_all(outdir: str | Path) -> dict:
     labels = np.array([2, 0, 1, 2, 2, 0, 1, 1, 0, 2, 1, 0], dtype=np.int64)
     R = make_projection(D, R_WIDTH, 3)
     v = view_fingerprints(R, 2, 14)
-    vp = np.stack([(np.arange(N * 2) * 5 % 3).reshape(N, 2), (np.arange(N * 2) * 7 % 3).reshape(N, 2),
-                   (np.arange(N * 2) % 2).reshape(N, 2)], axis=-1).astype(np.int16)
+    vp = ViewPolicy(padding=1, flip=True).sample_views(np.arange(N), 2, seed=7)   # the sampler of section 5
     _write(outdir / FILES[2], layers=[LayerSpec("layer3", "avg", D, R, 3, redacted=True)], labels=labels,
            rows={"layer3": mean_views(v)}, views={"layer3": v}, view_params=vp, k=2,
            tables=("class",), dtype="float32", codec="gzip")

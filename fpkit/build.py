@@ -619,7 +619,8 @@ def _finish(o, out, work, store, source, teacher, specs, poolings, policy, k, vi
                  "source_kind": teacher.source_kind, "trusted_code": teacher.trusted_code, "accuracy": accuracy},
         dataset=source.identity(),
         views={"policy": policy.to_dict(), "count": o.views, "per_sample": k, "seed": view_seed, "replay": o.replay},
-        compute={"device": dev.type, "autocast": o.autocast, "batch_size": o.batch_size, "world_size": world},
+        compute={"device": str(dev), "autocast": o.autocast, "batch_size": max(1, o.batch_size // k) * k,
+                 "world_size": world},
         tables=o.tables, views_per_sample=k if o.replay else None, dtype=o.dtype, codec=o.codec,
         overwrite=o.force or out.exists())
     with writer:

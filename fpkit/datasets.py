@@ -162,8 +162,8 @@ def parse_normalize(spec: str, channels: int) -> tuple[tuple[float, ...], tuple[
         except ValueError as e:
             raise ConfigError(f"normalisation {spec!r} is neither a preset ({', '.join(NORMALIZE)}, none) "
                               "nor 'm1,m2,m3:s1,s2,s3'") from e
-    if len(mean) != channels or len(std) != channels or min(std) <= 0:
-        raise ConfigError(f"normalisation {spec!r} needs {channels} means and {channels} positive stds")
+    if len(mean) != channels or len(std) != channels or min(std) <= 0 or not np.isfinite(mean + std).all():
+        raise ConfigError(f"normalisation {spec!r} needs {channels} finite means and {channels} finite positive stds")
     return tuple(mean), tuple(std)
 
 

@@ -216,7 +216,7 @@ def test_imagefolder_normalize_override(tmp_path):
     assert (src.mean, src.std) == NORMALIZE["cifar10"]
     src = open_source(f"imagefolder:{tmp_path / 'imgs'}", normalize="0.5,0.5,0.5:0.2,0.2,0.2")
     assert (src.mean, src.std) == ((0.5,) * 3, (0.2,) * 3)
-    with pytest.raises(ConfigError, match="needs 3 means"):
+    with pytest.raises(ConfigError, match="needs 3 finite means"):
         open_source(f"imagefolder:{tmp_path / 'imgs'}", normalize="0.5:0.2")
 
 
@@ -238,3 +238,9 @@ def test_unknown_name_and_split(tmp_path):
         open_source("imagenet22k", tmp_path)
     with pytest.raises(ConfigError):
         open_source("synthetic", tmp_path, split="val")
+
+
+@pytest.mark.parametrize("spec", ["0,0,0:inf,inf,inf", "nan,0,0:1,1,1", "0,0,0:0,1,1"])
+def test_normalize_must_be_finite_with_positive_stds(spec):
+    with pytest.raises(ConfigError, match="finite"):
+        open_source("synthetic:4x2", normalize=spec)

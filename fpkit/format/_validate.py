@@ -106,7 +106,7 @@ def _check(v: Any, schema: dict | bool, root: dict, path: str) -> None:
     if isinstance(v, str):
         if len(v) < schema.get("minLength", 0):
             raise SchemaViolation(path, "must not be empty")
-        if "pattern" in schema and not re.search(schema["pattern"], v):
+        if "pattern" in schema and not _pattern(schema["pattern"]).search(v):
             raise SchemaViolation(path, f"{_short(v)} does not match {schema['pattern']}")
     if isinstance(v, list):
         if len(v) < schema.get("minItems", 0):
@@ -146,3 +146,10 @@ def _is_ignorable_ref(schema: Any) -> bool:
 def _short(v: Any) -> str:
     s = json.dumps(v, default=str)
     return s if len(s) <= 60 else s[:57] + "..."
+
+
+@lru_cache(maxsize=None)
+def _pattern(pattern: str) -> re.Pattern:
+    """A schema pattern with JSON Schema's (ECMA-262) meaning of ``$``: the very end of the text.
+    Python's ``$`` also matches before a final newline."""
+    return re.compile(re.sub(r"(?<!\\)\$$", r"\\Z", pattern))

@@ -3,9 +3,10 @@
 * ``none``: chunked, fletcher32 checksum per chunk.  Every HDF5 tool reads it.
 * ``gzip``: byte shuffle + deflate (level 4) + fletcher32.  Built into every HDF5 build.
 * ``zstd``: byte shuffle + zstd (registered HDF5 filter 32015).  fpkit writes each chunk itself
-  with the ``zstandard`` package through direct chunk writes (frames carry zstd's content
-  checksum) and reads them back the same way, so it needs no HDF5 plugin; other tools read the
-  file through hdf5plugin.
+  with the ``zstandard`` package through direct chunk writes (frames declare their size and carry
+  zstd's content checksum) and reads them back the same way, so it needs no HDF5 plugin; other
+  tools read the file through hdf5plugin.  Frames without a checksum (hdf5plugin writes those)
+  are read; a checksum that is present is always verified.
 """
 
 from __future__ import annotations
@@ -16,6 +17,14 @@ import zstandard
 
 from ..errors import ConfigError, CorruptFileError
 from .spec import CODECS, GZIP_LEVEL, ZSTD_FILTER_ID, ZSTD_LEVEL
+
+
+# The HDF5 filter ids, in pipeline order, that each codec's datasets carry (format section 9).
+FILTER_PIPELINES: dict[str, tuple[int, ...]] = {
+    "none": (h5py.h5z.FILTER_FLETCHER32,),
+    "gzip": (h5py.h5z.FILTER_SHUFFLE, h5py.h5z.FILTER_DEFLATE, h5py.h5z.FILTER_FLETCHER32),
+    "zstd": (h5py.h5z.FILTER_SHUFFLE, ZSTD_FILTER_ID),
+}
 
 
 def check_codec(codec: str) -> None:
@@ -98,9 +107,12 @@ def read_table(dset: h5py.Dataset, codec: str) -> np.ndarray:
                                        "the file is damaged: download or rebuild it")
             # a frame header may claim any size: refuse it before zstandard allocates that much
             claimed = zstandard.get_frame_parameters(frame).content_size
-            if claimed not in (nbytes, zstandard.CONTENTSIZE_UNKNOWN):
-                raise CorruptFileError(f"table {name}: chunk at row {start} claims {claimed} bytes, expected {nbytes}")
-            raw = dctx.decompress(frame, max_output_size=nbytes)
+            if claimed != nbytes:
+                said = "no size" if claimed == zstandard.CONTENTSIZE_UNKNOWN else f"{claimed} bytes"
+                raise CorruptFileError(f"table {name}: chunk at row {start} declares {said}, expected {nbytes}; "
+                                       "the file is damaged: download or rebuild it")
+            # one frame, nothing after it, output bounded; a checksum present is verified
+            raw = dctx.decompress(frame, max_output_size=nbytes, allow_extra_data=False)
             if len(raw) != nbytes:
                 raise CorruptFileError(f"table {name}: chunk at row {start} holds {len(raw)} bytes, expected {nbytes}")
             block = _unshuffle(raw, dset.dtype, chunk)

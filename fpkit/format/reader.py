@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -29,6 +30,33 @@ from .spec import (ATTR_COMPLETE, ATTR_FORMAT, ATTR_METADATA, ATTR_VERSION, CLAS
 from .writer import labels_sha256, order_sha256
 
 _ATTRS = {ATTR_FORMAT, ATTR_VERSION, ATTR_METADATA, ATTR_COMPLETE}
+_VERSION_RE = re.compile(r"[0-9]+\.[0-9]+", re.ASCII)
+
+
+def strict_json_loads(text: str) -> Any:
+    """``json.loads`` that accepts JSON only: NaN/Infinity (a Python extension) and an object
+    that repeats a key (other parsers may keep another of the values) raise ValueError."""
+    def constant(name: str) -> Any:
+        raise ValueError(f"{name} is not a JSON value")
+
+    def pairs(items: list[tuple[str, Any]]) -> dict:
+        out = dict(items)
+        if len(out) != len(items):
+            seen: set[str] = set()
+            dup = next(k for k, _ in items if k in seen or seen.add(k))
+            raise ValueError(f"key {dup!r} appears twice in one object")
+        return out
+
+    return json.loads(text, parse_constant=constant, object_pairs_hook=pairs)
+
+
+def _marked_ignorable(obj: Any) -> bool:
+    """True if an HDF5 object carries the attribute must_understand = false (a boolean scalar)."""
+    try:
+        v = obj.attrs.get("must_understand", True)
+    except Exception:
+        return False
+    return isinstance(v, (bool, np.bool_)) and not bool(v)
 
 
 @dataclass(frozen=True)
@@ -279,6 +307,13 @@ class _Reader:
             return None
         except (OSError, RuntimeError, TypeError, ValueError) as e:
             raise CorruptFileError(f"{self.path}: root attribute {name!r} cannot be read ({e})") from e
+        try:
+            kind = h5py.check_string_dtype(self.f.attrs.get_id(name).dtype)
+        except (OSError, RuntimeError, KeyError, TypeError, ValueError) as e:
+            raise CorruptFileError(f"{self.path}: root attribute {name!r} cannot be read ({e})") from e
+        if kind is None or kind.length is not None or kind.encoding != "utf-8":
+            raise FormatError(f"{self.path}: root attribute {name!r} is not a variable-length UTF-8 string "
+                              "as the format requires; this is not a fingerprint file fpkit wrote")
         if isinstance(v, bytes):
             try:
                 v = v.decode("utf-8")
@@ -301,10 +336,9 @@ class _Reader:
             raise FormatError(f"{p} is an HDF5 file but not an fpkit fingerprint file "
                               f"(root attribute 'format' is {fmt!r}, expected {FORMAT_NAME!r})")
         version = self._attr(ATTR_VERSION)
-        try:
-            major, minor = (int(x) for x in str(version).split("."))
-        except ValueError as e:
-            raise FormatError(f"{p}: format_version {version!r} is not MAJOR.MINOR") from e
+        if not isinstance(version, str) or not _VERSION_RE.fullmatch(version):
+            raise FormatError(f"{p}: format_version {version!r} is not MAJOR.MINOR (two decimal integers)")
+        major, minor = (int(x) for x in version.split("."))
         if major != SUPPORTED_MAJOR:
             raise UnsupportedVersionError(
                 f"{p} uses fingerprint format {version}; this fpkit reads major version "
@@ -327,8 +361,8 @@ class _Reader:
             raise UnknownFieldError(f"{p}: unknown root attributes {unknown_attrs[:5]} (not in format "
                                     f"{self.version}); a newer fpkit may understand this file")
         try:
-            meta = json.loads(text)
-        except json.JSONDecodeError as e:
+            meta = strict_json_loads(text)
+        except ValueError as e:   # json.JSONDecodeError is a ValueError
             raise FormatError(f"{p}: the metadata is not valid JSON ({e})") from e
         try:
             validate(meta)
@@ -345,7 +379,14 @@ class _Reader:
         n, c = ds["num_samples"], ds["num_classes"]
         if len(ds["classes"]) != c:
             raise FormatError(f"{p}: {len(ds['classes'])} class names for num_classes={c}")
-        k = meta["views"]["per_sample"] if meta["views"]["replay"] else None
+        views = meta["views"]
+        policy = views["policy"]
+        per_policy = (2 * policy["padding"] + 1) ** 2 * (2 if policy["flip"] else 1)
+        want_k = per_policy if views["count"] == "all" else views["count"]
+        if views["per_sample"] != want_k:
+            raise FormatError(f"{p}: views.per_sample is {views['per_sample']} but views.count "
+                              f"{views['count']!r} with this policy means {want_k}")
+        k = views["per_sample"] if views["replay"] else None
         expected: dict[str, tuple[tuple[int, ...], str]] = {
             LABELS: ((n,), "int64"), SAMPLE_DIGESTS: ((n,), "uint64"), CLASS_COUNTS: ((c,), "int64")}
         if k:
@@ -362,6 +403,8 @@ class _Reader:
                 expected[f"{g}/projection"] = ((lay["d"], r), "float32")
             elif lay["projection"]["seed"] is not None:
                 raise FormatError(f"{p}: layer {lay['name']} is redacted but records a seed")
+            if lay["projection"]["stored"] and lay["projection"]["seed"] is None:
+                raise FormatError(f"{p}: layer {lay['name']} stores R but records no seed (null is for redacted layers)")
             if "views" in lay["tables"] and not k:
                 raise FormatError(f"{p}: layer {lay['name']} has a views table but views.replay is false")
             for kind, info in lay["tables"].items():
@@ -394,28 +437,11 @@ class _Reader:
         if max_bytes is not None and total > max_bytes:
             raise FormatError(f"{p}: tables need {total} bytes, more than the limit of {max_bytes}")
         self._expected = expected
-        # every HDF5 object must be known, or marked ignorable
-        allowed_groups = {"layers"} | groups
-        unknown: list[str] = []
-        ignored: list[str] = []  # marked must_understand=false: ignored with everything inside
-
-        def visit(name: str, obj: Any) -> None:
-            if isinstance(name, bytes):  # h5py hands over names that are not UTF-8 as bytes
-                name = name.decode("utf-8", "backslashreplace")
-            if name in expected or name in allowed_groups:
-                return
-            if any(name.startswith(u + "/") for u in unknown + ignored):
-                return
-            try:
-                ignorable = obj.attrs.get("must_understand", True) in (False, np.False_)
-            except Exception:
-                ignorable = False
-            (ignored if ignorable else unknown).append(name)
-
-        try:
-            self.f.visititems(visit)
-        except (OSError, RuntimeError, KeyError, ValueError) as e:  # ValueError: names not UTF-8
-            raise CorruptFileError(f"{p}: the HDF5 structure cannot be walked ({e}); the file is damaged") from e
+        # every link name must be known, or name an object marked ignorable
+        unknown, links = self._unknown_names(set(expected), {"layers"} | groups)
+        if links:
+            raise FormatError(f"{p}: {links[0][0]} is a {links[0][1]}, not an object stored in the file; "
+                              "fpkit does not follow links")
         if unknown:
             raise UnknownFieldError(f"{p}: unknown objects {unknown[:5]} (not in format {self.version} and not "
                                     "marked must_understand=false); a newer fpkit may understand this file")
@@ -431,6 +457,32 @@ class _Reader:
                        if isinstance(d, h5py.Dataset) else type(d).__name__)
                 raise FormatError(f"{p}: dataset {path} is {got}, expected {dt}{list(shape)}")
             self._check_storage(path, d)
+
+    def _unknown_names(self, expected: set[str], groups: set[str]) -> tuple[list[str], list[tuple[str, str]]]:
+        """Walk every link name from the root, descending only into the format's own groups.
+        Returns the unknown names that are not marked ignorable, and the soft/external links met
+        (a link cannot carry a marker; a second name for a known object is unknown too)."""
+        unknown: list[str] = []
+        links: list[tuple[str, str]] = []
+        todo = [""]
+        try:
+            while todo:
+                prefix = todo.pop()
+                g = self.f[prefix] if prefix else self.f
+                for key in g.keys():
+                    if isinstance(key, bytes):  # h5py hands over names that are not UTF-8 as bytes
+                        key = key.decode("utf-8", "backslashreplace")
+                    name = f"{prefix}/{key}" if prefix else key
+                    link = g.get(key, getlink=True)
+                    if not isinstance(link, h5py.HardLink):
+                        links.append((name, type(link).__name__))
+                    elif name in groups:
+                        todo.append(name)
+                    elif name not in expected and not _marked_ignorable(g[key]):
+                        unknown.append(name)
+        except (OSError, RuntimeError, KeyError, ValueError, TypeError) as e:  # ValueError: names not UTF-8
+            raise CorruptFileError(f"{self.path}: the HDF5 structure cannot be walked ({e}); the file is damaged") from e
+        return sorted(unknown), links
 
     def _check_links(self, path: str) -> None:
         """Refuse a soft or external link on the way to a dataset: following it would read another
@@ -458,6 +510,19 @@ class _Reader:
         if layout == h5py.h5d.VIRTUAL or external:
             what = "a virtual dataset" if layout == h5py.h5d.VIRTUAL else "stored in external files"
             raise FormatError(f"{p}: dataset {path} is {what}; fpkit reads only data stored inside the file")
+        st = self.meta["storage"]
+        per_view = path.endswith("/views") or path.endswith("/views_scale") or path == VIEW_PARAMS
+        rows = st["chunk_rows"] // self.meta["views"]["per_sample"] if per_view else st["chunk_rows"]
+        want_chunks = (max(1, min(rows, d.shape[0])),) + tuple(d.shape[1:])
+        try:
+            filters = tuple(dcpl.get_filter(i)[0] for i in range(dcpl.get_nfilters()))
+        except (OSError, RuntimeError, ValueError) as e:
+            raise CorruptFileError(f"{p}: dataset {path} cannot be opened ({e}); the file is damaged") from e
+        want_filters = codecs.FILTER_PIPELINES[st["codec"]]
+        if d.chunks != want_chunks or filters != want_filters:
+            raise FormatError(f"{p}: dataset {path} is stored with chunks {d.chunks} and HDF5 filters {list(filters)}; "
+                              f"storage {st['codec']}/chunk_rows {st['chunk_rows']} means chunks {want_chunks} and "
+                              f"filters {list(want_filters)} (section 9 of the format)")
 
     def load(self, verify: bool, load_views: bool, problems: list[str] | None) -> None:
         codec = self.meta["storage"]["codec"]

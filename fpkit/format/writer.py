@@ -25,7 +25,7 @@ import numpy as np
 
 from .._version import __version__
 from ..projection import GENERATOR, projection_sha256
-from ..errors import (ConfigError, FpkitFileNotFoundError, FpkitPermissionError, MismatchError,
+from ..errors import (ConfigError, FormatError, FpkitFileNotFoundError, FpkitPermissionError, MismatchError,
                       NonFiniteError, OutputExistsError, StorageError)
 from . import codecs, quantize
 from ._validate import SchemaViolation, validate
@@ -385,7 +385,12 @@ class FingerprintWriter:
                 for kind, info in lm["tables"].items():
                     info["fidelity_min_cos"] = round(self._fidelity.get((i, kind), 1.0), 9)
             self._meta["datasets"] = datasets
-            text = json.dumps(self._meta, sort_keys=True, separators=(",", ":"))
+            try:
+                text = json.dumps(self._meta, sort_keys=True, separators=(",", ":"), allow_nan=False)
+            except ValueError as e:
+                raise FormatError(f"the metadata of {self.path} holds a NaN or infinite number, which JSON "
+                                  "cannot carry; check the values given to the writer (normalisation, "
+                                  "accuracy)") from e
             f = self._f
             f.attrs[ATTR_METADATA] = text
             f.attrs[ATTR_COMPLETE] = hashlib.sha256(text.encode()).hexdigest()

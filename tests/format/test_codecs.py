@@ -117,21 +117,27 @@ def test_zstd_read_errors(tmp_path):
 
     with pytest.raises(CorruptFileError, match="table t"):  # chunk 2 was never written
         last_chunk(None)
-    with pytest.raises(CorruptFileError, match="claims 8 bytes"):
+    with pytest.raises(CorruptFileError, match="declares 8 bytes, expected 48"):
         last_chunk(zstandard.ZstdCompressor().compress(b"\0" * 8))
-    with pytest.raises(CorruptFileError, match="holds 8 bytes"):  # too short, size not in header
-        last_chunk(zstandard.ZstdCompressor(write_content_size=False).compress(b"\0" * 8))
+    with pytest.raises(CorruptFileError, match="declares no size"):  # the spec requires a declared size
+        last_chunk(zstandard.ZstdCompressor(write_content_size=False).compress(b"\0" * 48))
     with pytest.raises(CorruptFileError):
         last_chunk(b"not zstd")
-    with pytest.raises(CorruptFileError, match="claims 4800 bytes"):
+    with pytest.raises(CorruptFileError, match="declares 4800 bytes"):
         last_chunk(zstandard.ZstdCompressor().compress(b"\0" * 4800))
     frame = zstandard.ZstdCompressor().compress(b"\0" * 48)  # header: 1-byte size, single segment
     huge = frame[:4] + bytes([0xE0]) + struct.pack("<Q", 2**40) + frame[6:]  # claims 1 TiB
-    with pytest.raises(CorruptFileError, match="claims 1099511627776 bytes"):  # not MemoryError
+    with pytest.raises(CorruptFileError, match="declares 1099511627776 bytes"):  # not MemoryError
         last_chunk(huge)
-    unsized = zstandard.ZstdCompressor(write_content_size=False).compress(b"\0" * 4800)
-    with pytest.raises(CorruptFileError, match="cannot be read"):  # no size in header: bounded output
-        last_chunk(unsized)
+    with pytest.raises(CorruptFileError, match="unused data"):  # bytes after the frame
+        last_chunk(zstandard.ZstdCompressor().compress(b"\0" * 48) + b"junk!!!")
+    checked = bytearray(zstandard.ZstdCompressor(write_checksum=True).compress(bytes(range(48))))
+    checked[-1] ^= 0x01                                        # the content checksum no longer fits
+    with pytest.raises(CorruptFileError, match="checksum"):
+        last_chunk(bytes(checked))
+    # a frame without checksum (what hdf5plugin's filter 32015 writes) is read
+    plain = last_chunk(zstandard.ZstdCompressor(write_checksum=False).compress(b"\0" * 48))
+    assert not plain[4:].any()
     out = last_chunk(zstandard.ZstdCompressor().compress(b"\0" * 48))
     assert out.shape == (6, 3) and out[:4].tolist() == [[1.0] * 3] * 4 and not out[4:].any()
 

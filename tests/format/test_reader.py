@@ -402,3 +402,100 @@ def test_dataloader_workers_see_the_same_batches(context):
     for (x0, y0), (x1, y1) in zip(want, got):
         assert np.array_equal(x0, x1) and np.array_equal(y0, y1)
     assert np.array_equal(np.concatenate([x for x, _ in got]), fp.table())
+
+
+# ----------------------------------------------------------------------------- strictness found by the spec audit
+def _set_metadata_text(path: Path, text: str) -> None:
+    with h5py.File(path, "r+") as f:
+        f.attrs["metadata"] = text
+        f.attrs["complete"] = hashlib.sha256(text.encode()).hexdigest()
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
+def test_metadata_with_non_json_numbers_is_refused(f16, value):
+    meta = H.get_metadata(f16)
+    meta["layers"][0]["tables"]["sample"]["fidelity_min_cos"] = 0.5
+    text = json.dumps(meta, sort_keys=True, separators=(",", ":")).replace('"fidelity_min_cos":0.5',
+                                                                         f'"fidelity_min_cos":{value}', 1)
+    _set_metadata_text(f16, text)
+    e = expect(f16, FormatError)
+    assert "not valid JSON" in str(e) and value.lstrip("-") in str(e)
+
+
+def test_metadata_with_a_repeated_key_is_refused(f16):
+    text = json.dumps(H.get_metadata(f16), sort_keys=True, separators=(",", ":"))
+    _set_metadata_text(f16, text.replace('{"accuracy":', '{"arch":"resnet8","accuracy":', 1))
+    assert "appears twice" in str(expect(f16, FormatError))
+
+
+@pytest.mark.parametrize("version", ["+1.0", " 1.0", "1.0 ", "1.-0", "\u0661.\u0660"])
+def test_version_must_be_ascii_digits(f16, version):
+    _set_attr(f16, "format_version", version)
+    expect(f16, FormatError)
+
+
+def test_root_attribute_must_be_variable_length_utf8(f16):
+    _set_attr(f16, "format", np.bytes_(b"fpkit.fingerprints"))        # fixed-length bytes
+    assert "variable-length UTF-8" in str(expect(f16, FormatError))
+
+
+@pytest.mark.parametrize("field, value", [("created", "2026-01-01T00:00:00Z\n"),
+                                          ("weights_sha256", "a" * 64 + "\n")])
+def test_schema_patterns_anchor_at_the_very_end(f16, field, value):
+    meta = H.get_metadata(f16)
+    (meta["teacher"] if field == "weights_sha256" else meta)[field] = value
+    H.set_metadata(f16, meta)
+    expect(f16, FormatError)
+
+
+@pytest.mark.parametrize("make", [
+    lambda f: f.__setitem__("extra", h5py.SoftLink("/labels")),
+    lambda f: f["layers/0"].__setitem__("extra", h5py.SoftLink("/nowhere")),        # dangling
+    lambda f: f.__setitem__("ext", h5py.ExternalLink("/etc/passwd", "/x")),
+])
+def test_extra_soft_or_external_links_are_refused(f16, make):
+    with h5py.File(f16, "r+") as f:
+        make(f)
+    assert "does not follow links" in str(expect(f16, FormatError))
+
+
+def test_second_hard_link_to_a_known_object_is_unknown(f16):
+    with h5py.File(f16, "r+") as f:
+        f["labels2"] = f["labels"]
+    assert "labels2" in str(expect(f16, UnknownFieldError))
+
+
+@pytest.mark.parametrize("marker", [0, np.array([False])])
+def test_ignorable_marker_must_be_a_boolean_scalar(f16, marker):
+    with h5py.File(f16, "r+") as f:
+        f.create_group("extra").attrs["must_understand"] = marker
+    expect(f16, UnknownFieldError)
+
+
+@pytest.mark.parametrize("count, per_sample", [(5, 2), ("all", 2)])
+def test_views_per_sample_must_follow_count(tmp_path, count, per_sample):
+    path = shutil.copy(F32, tmp_path / "fp.h5")
+    meta = H.get_metadata(path)
+    assert meta["views"]["per_sample"] == 2
+    meta["views"]["count"] = count        # 'all' with padding 1 and flips is 18 views
+    H.set_metadata(path, meta)
+    assert "per_sample" in str(expect(path, FormatError))
+
+
+def test_stored_projection_needs_its_seed(f16):
+    meta = H.get_metadata(f16)
+    meta["layers"][0]["projection"]["seed"] = None
+    H.set_metadata(f16, meta)
+    assert "records no seed" in str(expect(f16, FormatError))
+
+
+@pytest.mark.parametrize("kwargs", [dict(), dict(chunks=(1,), fletcher32=True),
+                                    dict(chunks=(12,), compression="gzip", fletcher32=True)])
+def test_chunking_and_filters_follow_the_codec(f16, kwargs):
+    """Section 9: a codec-none table is chunked by chunk_rows and carries fletcher32 only
+    (contiguous, other chunks or another filter are refused, even with the right bytes)."""
+    with h5py.File(f16, "r+") as f:
+        data = f["labels"][()]
+        del f["labels"]
+        f.create_dataset("labels", data=data, **kwargs)
+    assert "filters" in str(expect(f16, FormatError))

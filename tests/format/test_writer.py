@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 import _helpers as H
 from _helpers import bits_equal, ref_class_means, ref_decoded, ref_int8, ref_min_cos
-from fpkit.errors import (ConfigError, FpkitFileNotFoundError, FpkitPermissionError, MismatchError,
+from fpkit.errors import (ConfigError, FormatError, FpkitFileNotFoundError, FpkitPermissionError, MismatchError,
                           NonFiniteError, OutputExistsError, StorageError)
 from fpkit.format import FingerprintWriter, open_fingerprints, sample_digest, verify_fingerprints
 from fpkit.format import codecs, quantize, writer
@@ -358,3 +358,14 @@ def test_writer_files_are_byte_reproducible(tmp_path):
     for name in ("a.h5", "b.h5"):
         H.write(tmp_path / name, codec="zstd", dtype="int8", k=2)
     assert (tmp_path / "a.h5").read_bytes() == (tmp_path / "b.h5").read_bytes()
+
+
+def test_non_finite_metadata_is_refused_and_nothing_is_left(tmp_path, monkeypatch):
+    """JSON has no NaN/Infinity: the writer refuses them instead of writing a file other JSON
+    parsers reject, and leaves neither the output nor its temporary file."""
+    bad = H.dataset()
+    bad["normalize"]["std"] = [float("inf")] * 3
+    monkeypatch.setattr(H, "dataset", lambda: bad)
+    with pytest.raises(FormatError, match="NaN or infinite"):
+        H.write(tmp_path / "fp.h5")
+    assert list(tmp_path.iterdir()) == []

@@ -161,9 +161,10 @@ _REVEALS = {
 def _audit_table(kind: str, phi: np.ndarray, d: int, r: int, R: np.ndarray | None, dtype: str) -> dict:
     rows = int(phi.shape[0] if phi.ndim == 2 else phi.shape[0] * phi.shape[1])
     t: dict[str, Any] = {"kind": kind, "shape": list(phi.shape), "rows": rows, "holds": _REVEALS[kind]}
-    what = {"sample": "each sample's view-averaged features",
-            "class": "each class's mean feature vector",
-            "views": "each augmented view's features"}[kind]
+    # the teacher's features are L2-normalised before R: what comes back is their direction
+    what = {"sample": "each sample's view-averaged feature directions (unit feature vectors)",
+            "class": "each class's mean feature direction",
+            "views": "each augmented view's feature direction"}[kind]
     if R is not None and not np.isfinite(R).all():  # only a crafted file (its digest matched)
         t["reconstruction"] = {"method": "none (R holds NaN or infinite values)", "kind": "none"}
         t["finding"] = "R holds non-finite values, so no reconstruction was measured; " + REDACTED_NOTE
@@ -175,7 +176,7 @@ def _audit_table(kind: str, phi: np.ndarray, d: int, r: int, R: np.ndarray | Non
         t["reconstruction"] = {"method": "pseudo-inverse (exact: R has full row rank d)", "kind": "exact",
                                **m}
         exact = m["max_rel_error"] <= EXACT_TOL.get(dtype, 5e-2)
-        extra = ("features recoverable exactly up to the view-averaging" if kind == "sample" else
+        extra = ("feature directions recoverable exactly up to the view-averaging" if kind == "sample" else
                  f"{what} recoverable exactly")
         t["finding"] = (f"{extra}: phi @ pinv(R) gives {what} (d={d}); re-projection error on the file's own "
                         f"{m['rows_measured']} rows: max {m['max_rel_error']:.2e} relative"

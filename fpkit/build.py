@@ -60,7 +60,7 @@ class BuildOptions:
     dataset: str = "embedded"
     output: str | None = None
     root: str = "data"
-    split: str = "train"
+    split: str | None = None          # None: the dataset's default (train; test for embedded)
     arch: str | None = None
     num_classes: int | None = None
     layers: Sequence[str] = ()
@@ -113,8 +113,10 @@ def check_options(o: BuildOptions) -> None:
     for name, value in (("--seed", o.seed), ("--view-seed", o.view_seed)):
         if value is not None and not 0 <= value <= _MAX_SEED:
             raise ConfigError(f"{name} must lie in [0, 2**63), got {value}")
-    if o.batch_size < 1 or o.chunk_size < 1 or o.num_workers < 0:
-        raise ConfigError("--batch-size and chunk size must be >= 1, --num-workers >= 0")
+    for name, value, least in (("--batch-size", o.batch_size, 1), ("--chunk-size", o.chunk_size, 1),
+                               ("--num-workers", o.num_workers, 0)):
+        if not isinstance(value, int) or value < least:
+            raise ConfigError(f"{name} must be an integer >= {least}, got {value!r}")
     if not o.tables or set(o.tables) - {"sample", "class"}:
         raise ConfigError(f"--tables must be a comma list of sample,class; got {','.join(o.tables)}")
     if o.autocast not in (None, "bfloat16", "float16"):
@@ -124,6 +126,23 @@ def check_options(o: BuildOptions) -> None:
     check_dtype(o.dtype)
     check_codec(o.codec)
     ViewPolicy(o.padding, o.flip)
+    _resolve_device(o.device, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def option_warnings(o: BuildOptions) -> list[str]:
+    """Valid but probably unintended options, as sentences for stderr."""
+    out = []
+    distinct = ViewPolicy(o.padding, o.flip).num_views
+    if isinstance(o.views, int) and o.views > distinct:
+        out.append(f"--views {o.views} draws more views than the policy has distinct ones ({distinct}); "
+                   "--views all averages over each of them exactly once")
+    if o.redact and o.seed is not None:
+        out.append("--redact leaves R and its seed out, but the file keeps R's SHA-256: anyone who guesses "
+                   f"--seed {o.seed} recovers R; leave --seed out to draw a secret one")
+    if o.r < 8:
+        out.append(f"--r {o.r} keeps very few dimensions: the cosine loss between {o.r}-d projections says "
+                   "little (the source writeup used 128)")
+    return out
 
 
 def default_output(o: BuildOptions, source: ImageSource) -> Path:
@@ -135,12 +154,20 @@ def default_output(o: BuildOptions, source: ImageSource) -> Path:
 def _resolve_device(spec: str, local_rank: int) -> torch.device:
     if spec == "auto":
         spec = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(spec)
+    try:
+        dev = torch.device(spec)
+    except (RuntimeError, ValueError, TypeError) as e:
+        raise ConfigError(f"--device {spec!r} is not a device; use cpu, cuda, cuda:N or auto") from e
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {spec!r}: fpkit builds on cpu or cuda; use cpu, cuda, cuda:N or auto")
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError("--device cuda was asked for but no CUDA device is available; use --device cpu")
         if dev.index is None:
             dev = torch.device("cuda", local_rank)
+        if dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {dev} does not exist: this machine has {torch.cuda.device_count()} "
+                              "CUDA device(s), cuda:0 and up")
     return dev
 
 
@@ -232,6 +259,8 @@ def build(o: BuildOptions, *, quiet: bool = False, log: Callable[[str], None] | 
     """
     say = log or (lambda msg: None if quiet else print(msg, file=sys.stderr))
     check_options(o)
+    for warning in option_warnings(o):
+        say(f"[fpkit build] warning: {warning}")
     t0 = time.perf_counter()
     source = open_source(o.dataset, o.root, o.split, download=o.download, normalize=o.normalize)
     teacher = _load_teacher(o, source.image_shape[0])
@@ -302,7 +331,7 @@ def _run(o: BuildOptions, source: ImageSource, teacher: Teacher, dist: _Dist, sa
     res = _result(out, n, k, n * k, time.perf_counter() - t0, top1, resumed, layers,
                   images / run_s if run_s > 0 else 0.0)
     if dist.rank == 0:
-        say(f"[fpkit build] wrote {out} ({res.size_bytes:,} bytes): {n} samples x {k} views, "
+        say(f"[fpkit build] wrote {out} ({res.size_bytes:,} bytes): {n} samples x {k} view{'s' if k != 1 else ''}, "
             f"layers {', '.join(layers)}, r={o.r}, {o.dtype}; teacher top-1 on views "
             f"{'n/a' if top1 is None else f'{top1:.4f}'}; {res.seconds:.1f} s")
     return res
@@ -388,9 +417,9 @@ def _prepare(out: Path, work: Path, config: dict, o: BuildOptions, say) -> str:
                 shutil.rmtree(work)
             else:
                 if old != config:
-                    diff = sorted(key for key in config if old.get(key) != config[key])
-                    raise MismatchError(f"the interrupted build in {work} used different settings ({', '.join(diff)}); "
-                                        "repeat its exact options, or pass --force to start over")
+                    raise MismatchError(f"the interrupted build in {work} used other settings: "
+                                        f"{'; '.join(_config_changes(old, config))}; repeat its exact options, "
+                                        "or pass --force to start over")
                 return "go"
         else:
             raise OutputExistsError(f"an interrupted build of {out} exists in {work}; pass --resume to continue it "
@@ -408,6 +437,37 @@ def _prepare(out: Path, work: Path, config: dict, o: BuildOptions, say) -> str:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return "go"
+
+
+def _config_changes(old: dict, new: dict) -> list[str]:
+    """What differs between an interrupted build's settings and these, in option names."""
+    out: list[str] = []
+
+    def was(what: str, a, b) -> None:
+        if a != b:
+            out.append(f"{what} was {a}, now {b}")
+
+    if old.get("teacher") != new["teacher"]:
+        out.append("the teacher's weights differ (another TEACHER file)")
+    od, nd = old.get("dataset") or {}, new["dataset"]
+    for key, what in (("name", "DATASET"), ("split", "--split"), ("normalize", "--normalize")):
+        was(what, od.get(key), nd.get(key))
+    if od.get("name") == nd.get("name"):
+        was("the number of samples", old.get("n"), new["n"])
+        if old.get("n") == new["n"] and old.get("labels") != new["labels"]:
+            out.append("the dataset's labels differ")
+    ol, nl = old.get("layers") or [], new["layers"]
+    if ol != nl:
+        fmt = lambda ls: ", ".join(f"{n} ({p}, d={d}, r={r}, seed {s})" for n, p, d, r, s in ls)  # noqa: E731
+        out.append(f"--layer/--r/--seed/--pooling: the layers were {fmt(ol)}, now {fmt(nl)}")
+    ov, nv = old.get("views") or [None] * 6, new["views"]
+    for i, what in ((0, "--views"), (2, "--view-seed"), (3, "--padding"), (4, "flips (--no-flip)"), (5, "--replay")):
+        was(what, ov[i], nv[i])
+    if ov[1] == nv[1]:   # with other views, the samples per step change too: not a separate cause
+        was("samples per teacher step (--batch-size // views)", old.get("batch"), new["batch"])
+    was("--chunk-size", old.get("chunk"), new["chunk"])
+    was("--autocast", old.get("autocast"), new["autocast"])
+    return out or ["the work folder's settings could not be compared (made by another fpkit version?)"]
 
 
 def _check_complete_output(out: Path, config: dict) -> None:

@@ -70,8 +70,8 @@ def _tables(ctx, param, value: str) -> tuple[str, ...]:
 @click.option("--resume", is_flag=True, help="Continue an interrupted build from its last finished chunk.")
 @click.option("--root", default="data", show_default=True, type=click.Path(file_okay=False),
               help="Folder holding (or to receive) torchvision datasets.")
-@click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True,
-              help="Dataset split to fingerprint.")
+@click.option("--split", type=click.Choice(["train", "test"]), default=None,
+              help="Dataset split to fingerprint (default: train; test for the embedded sample).")
 @click.option("--no-download", is_flag=True, help="Never try to download a missing dataset.")
 @click.option("--normalize", default=None, help="Input normalisation: cifar10, cifar100, fashionmnist, imagenet, none "
               "or 'm1,m2,m3:s1,s2,s3' (default: the dataset's).")
@@ -90,7 +90,7 @@ def _tables(ctx, param, value: str) -> tuple[str, ...]:
 @click.option("--no-flip", is_flag=True, help="Views without horizontal flips.")
 @click.option("--replay", is_flag=True, help="Also store every view's fingerprint and crop/flip for exact replay.")
 @click.option("--tables", default="sample,class", show_default=True, callback=_tables,
-              help="Which tables to store: sample, class or both.")
+              help="Which tables to store, comma-separated: sample, class, or sample,class for both.")
 @click.option("--dtype", type=click.Choice(["float16", "float32", "int8"]), default="float16", show_default=True,
               help="Storage dtype of the tables (int8 keeps one float32 scale per row).")
 @click.option("--codec", type=click.Choice(["none", "gzip", "zstd"]), default="none", show_default=True,

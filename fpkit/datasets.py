@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from .errors import ConfigError, FpkitFileNotFoundError, FormatError
 
@@ -113,14 +113,14 @@ class ImageSource:
                 "normalize": {"mean": list(self.mean), "std": list(self.std)}}
 
 
-def open_source(name: str, root: str | os.PathLike = "data", split: str = "train", *,
+def open_source(name: str, root: str | os.PathLike = "data", split: str | None = None, *,
                 download: bool = True, normalize: str | None = None) -> ImageSource:
     """Open a dataset split by name (see :data:`DATASET_NAMES`).
 
     Args:
         name: dataset name; ``imagefolder:PATH`` reads ``PATH/<split>`` if it exists, else PATH.
         root: folder holding (or to receive) torchvision datasets.
-        split: "train" or "test".
+        split: "train" or "test"; None for the dataset's default (train; test for "embedded").
         download: let torchvision download a missing dataset (needs internet).
         normalize: a preset name (cifar10, cifar100, fashionmnist, imagenet, none) or
             "m1,m2,m3:s1,s2,s3"; default: the dataset's own statistics (imagenet for folders).
@@ -128,9 +128,11 @@ def open_source(name: str, root: str | os.PathLike = "data", split: str = "train
     Raises:
         ConfigError: unknown name or split.  FpkitFileNotFoundError: data missing offline.
     """
+    key = name.lower()
+    if split is None:
+        split = "test" if key == "embedded" else "train"
     if split not in ("train", "test"):
         raise ConfigError(f"split must be 'train' or 'test', got {split!r}")
-    key = name.lower()
     if key in ("cifar10", "cifar100"):
         src = _cifar(key, Path(root), split, download)
     elif key == "fashionmnist":
@@ -231,8 +233,14 @@ def _imagefolder(path: Path, split: str) -> ImageSource:
 
 
 def _rgb_loader(path: str) -> Image.Image:
-    with open(path, "rb") as fh:
-        return Image.open(fh).convert("RGB")
+    """Open an image file as RGB (raises FormatError naming the file if it is not a readable image)."""
+    try:
+        with open(path, "rb") as fh:
+            return Image.open(fh).convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:   # PIL raises all of these
+        if isinstance(e, (FileNotFoundError, PermissionError)):
+            raise
+        raise FormatError(f"{path} is not a readable image ({type(e).__name__}); remove or replace it") from e
 
 
 def _synthetic(key: str, split: str) -> ImageSource:
@@ -266,6 +274,9 @@ def synthetic_images(n: int, c: int, seed: int = 0, size: int = 32) -> tuple[np.
 
 
 def _embedded(split: str) -> ImageSource:
+    if split != "test":
+        raise ConfigError(f"the embedded sample has only a test split (500 CIFAR-10 test images), not {split!r}; "
+                          "leave --split out or pass --split test")
     ref = resources.files("fpkit.data").joinpath("embedded_sample.npz")
     if not ref.is_file():
         raise FpkitFileNotFoundError("the embedded sample fpkit/data/embedded_sample.npz is missing from "

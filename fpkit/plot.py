@@ -48,7 +48,8 @@ def plot_file(fp: FingerprintFile, png: str | os.PathLike, layer: str | None = N
         cls = class_similarity_table(fp, lay.name)
         own = np.sum(_unit(sample) * _unit(cls)[fp.labels], axis=1)
         ax2 = axes[0, 1]
-        ax2.hist(own, bins=50, color="#4477aa")
+        spread = float(np.ptp(own)) if own.size else 0.0
+        ax2.hist(own, bins=50 if spread > 1e-6 else 1, color="#4477aa")   # one bin when all are equal
         ax2.set_xlabel("cosine(sample fingerprint, its class fingerprint)")
         ax2.set_ylabel("samples")
         ax2.set_title(f"{fp.num_samples:,} samples; median {np.median(own):.3f}")
@@ -56,7 +57,7 @@ def plot_file(fp: FingerprintFile, png: str | os.PathLike, layer: str | None = N
     fig.suptitle(f"{os.path.basename(fp.path)}: teacher {t['arch']}, {fp.metadata['dataset']['name']}"
                  f"/{fp.metadata['dataset']['split']}")
     fig.tight_layout()
-    fig.savefig(png, dpi=110)
+    fig.savefig(png, dpi=110, format="png", bbox_inches="tight")   # exactly this name, labels kept
     plt.close(fig)
 
 

@@ -60,7 +60,8 @@ def format_summary(s: dict) -> str:
         f"  accuracy    " + (f"top-1 {acc['top1']:.4f} on {acc['count']:,} built views" if acc else "not measured"),
         f"  dataset     {d['name']} / {d['split']}: {d['num_samples']:,} samples, {d['num_classes']} classes, "
         f"images {'x'.join(map(str, d['image_shape']))}",
-        f"  views       {v['per_sample']} per sample ({v['count']}), pad {v['policy']['padding']} crop"
+        f"  views       {'all ' if v['count'] == 'all' else ''}{v['per_sample']} per sample"
+        f"{' (random)' if v['count'] != 'all' else ''}, pad {v['policy']['padding']} crop"
         f"{' + flip' if v['policy']['flip'] else ''}, seed {v['seed']}{', replayable' if v['replay'] else ''}",
         f"  storage     {st['dtype']}, codec {st['codec']}; computed on {s['compute']['device']}"
         f"{', autocast ' + s['compute']['autocast'] if s['compute']['autocast'] else ''}",

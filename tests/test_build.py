@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 import shutil
 import subprocess
 import sys
@@ -139,8 +140,16 @@ def test_resume_with_other_settings_is_refused(tmp_path, tiny_teacher, monkeypat
     with pytest.raises(BuildInterrupted):
         build(opts(tmp_path, tiny_teacher), quiet=True)
     monkeypatch.undo()
-    with pytest.raises(MismatchError, match="layers"):
+    with pytest.raises(MismatchError, match=r"--layer/--r.*r=128.*now layer3 \(avg, d=64, r=64"):
         build(opts(tmp_path, tiny_teacher, r=64, resume=True), quiet=True)
+    # the message names the options that changed, with both values, and nothing else
+    with pytest.raises(MismatchError) as e:
+        build(opts(tmp_path, tiny_teacher, views=2, resume=True), quiet=True)
+    assert "--views was 3, now 2" in str(e.value) and "batch" not in str(e.value)
+    with pytest.raises(MismatchError, match=r"samples per teacher step \(--batch-size // views\) was 4, now 2"):
+        build(opts(tmp_path, tiny_teacher, batch_size=6, resume=True), quiet=True)
+    with pytest.raises(MismatchError, match="--view-seed was 0, now 5"):
+        build(opts(tmp_path, tiny_teacher, view_seed=5, resume=True), quiet=True)
     res = build(opts(tmp_path, tiny_teacher, r=64, force=True), quiet=True)
     assert open_fingerprints(res.path).layers[0].r == 64
 
@@ -258,3 +267,21 @@ def test_full_disk_before_work_starts(tmp_path, tiny_teacher, monkeypatch):
     with pytest.raises(StorageError, match="not enough disk space"):
         build(opts(tmp_path, tiny_teacher), quiet=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["teacher.pt"]
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(views=200), "more views than the policy has distinct ones \\(162\\).*--views all"),
+    (dict(redact=True, seed=3), "anyone who guesses --seed 3 recovers R"),
+    (dict(r=4), "--r 4 keeps very few dimensions"),
+])
+def test_valid_but_suspicious_options_warn(tmp_path, tiny_teacher, kw, message):
+    logged: list[str] = []
+    build(opts(tmp_path, tiny_teacher, dataset="synthetic:4x10", **kw), log=logged.append)
+    assert any(re.search(message, line) and "warning" in line for line in logged), logged
+
+
+def test_embedded_has_only_a_test_split(tmp_path):
+    res = build(BuildOptions(output=str(tmp_path / "e.h5"), views=1, device="cpu"), quiet=True)   # the default
+    assert open_fingerprints(res.path).metadata["dataset"]["split"] == "test"
+    with pytest.raises(ConfigError, match="only a test split.*--split test"):
+        build(BuildOptions(split="train", output=str(tmp_path / "t.h5"), device="cpu"), quiet=True)

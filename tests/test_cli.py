@@ -61,6 +61,21 @@ def test_inspect_plot(built, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_inspect_plot_one_sample_per_class_and_exact_name(built, tmp_path):
+    """With one sample per class every sample equals its class fingerprint (all cosines 1): the
+    histogram still draws; the picture goes exactly to the name given, extension or not."""
+    d, _, _ = built
+    out = tmp_path / "one.h5"
+    r = CliRunner().invoke(main, ["build", str(d / "t.pt"), "synthetic:10x10", "-o", str(out), "--views", "1",
+                                  "--device", "cpu", "-q"])
+    assert r.exit_code == 0, r.output
+    png = tmp_path / "picture"
+    r = CliRunner().invoke(main, ["inspect", str(out), "--plot", str(png)])
+    assert r.exit_code == 0, r.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"wrote {png}" in r.stderr
+    assert not (tmp_path / "picture.png").exists()
+
+
 def test_verify_ok_and_damaged(built, tmp_path):
     _, out, _ = built
     r = CliRunner().invoke(main, ["verify", str(out), "--json"])

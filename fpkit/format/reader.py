@@ -153,10 +153,12 @@ class FingerprintFile:
             ConfigError: the file does not hold that table (the message says how to build it).
         """
         lay = self.layer(layer)
+        if kind not in ("sample", "class", "views"):
+            raise ConfigError(f"unknown table kind {kind!r}; use 'sample', 'class' or 'views'")
         if kind not in lay.tables:
-            hint = {"sample": "--tables sample", "class": "--tables class", "views": "--replay"}.get(kind, "")
-            raise ConfigError(f"{self.path} has no {kind!r} table for layer {lay.name} "
-                              f"(it has {', '.join(lay.tables)}); rebuild with {hint}".rstrip())
+            hint = {"sample": "--tables sample", "class": "--tables class", "views": "--replay"}[kind]
+            raise ConfigError(f"{self.path} has no {kind!r} table for layer {lay.name} (it has "
+                              f"{', '.join(lay.tables)}: ask for one of those, or rebuild with {hint})")
         key = (lay.index, kind)
         if key not in self._decoded:
             info = self.metadata["layers"][lay.index]["tables"][kind]

@@ -39,7 +39,7 @@ def test_exact_reconstruction_r_ge_d(tmp_path):
     t = _table(rep)
     assert t["reconstruction"]["kind"] == "exact"
     assert t["reconstruction"]["max_rel_error"] < 1e-5
-    assert "features recoverable exactly up to the view-averaging" in t["finding"]
+    assert "feature directions recoverable exactly up to the view-averaging" in t["finding"]
     assert t["verdict"].startswith("EXPOSED")
     assert "class means" in _table(rep, "class")["finding"]
     # the claim holds: the true features come back from the file alone

@@ -251,3 +251,28 @@ def test_trusted_code_is_recorded(tmp_path, marker):
     assert res.exit_code == 0, res.output
     assert marker.exists()  # trusted: its code ran, as the user allowed
     assert open_fingerprints(out).metadata["teacher"]["trusted_code"] is True
+
+
+@pytest.mark.parametrize("device, message", [("gpu", "not a device"), ("mps", "cpu or cuda"),
+                                              ("cuda:7", "CUDA")])
+def test_bad_device_is_one_line(tiny_teacher, tmp_path, device, message):
+    expect_error(run("build", tiny_teacher, "synthetic:8x10", "-o", tmp_path / "out.h5", "--device", device,
+                     "-q"), message)
+    assert list(tmp_path.iterdir()) == [tiny_teacher]
+
+
+@pytest.mark.parametrize("option", ["--batch-size", "--chunk-size"])
+def test_zero_sizes_name_their_option(tiny_teacher, tmp_path, option):
+    expect_error(run("build", tiny_teacher, "synthetic:8x10", "-o", tmp_path / "out.h5", *QUICK, option, "0"),
+                 f"{option} must be an integer >= 1")
+
+
+def test_unreadable_image_in_a_folder_names_the_file(tiny_teacher, tmp_path):
+    from PIL import Image
+    for i in range(10):                                    # the tiny teacher has 10 classes
+        (tmp_path / "imgs" / f"c{i}").mkdir(parents=True)
+        Image.new("RGB", (32, 32)).save(tmp_path / "imgs" / f"c{i}" / "0.png")
+    (tmp_path / "imgs" / "c7" / "1.png").write_bytes(b"not an image at all")
+    err = expect_error(run("build", tiny_teacher, f"imagefolder:{tmp_path / 'imgs'}", "-o", tmp_path / "out.h5",
+                           *QUICK), "1.png is not a readable image", "remove or replace")
+    assert "BufferedReader" not in err

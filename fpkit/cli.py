@@ -189,11 +189,19 @@ def audit(file, as_json):
 @click.option("--trust-teacher-code", is_flag=True, help="Allow a TEACHER that runs code when loaded.")
 def layers(teacher, arch, num_classes, in_channels, trust_teacher_code):
     """List the module names of TEACHER that --layer can tap (the default is marked *)."""
-    from .features import default_layer, list_layers
+    from .errors import ConfigError
+    from .features import default_layer, list_layers, tap_refusal
     from .teachers import load_embedded_teacher, load_teacher
     t = load_embedded_teacher() if teacher == "embedded" else load_teacher(
         teacher, arch=arch, num_classes=num_classes, in_channels=in_channels, trust_code=trust_teacher_code)
-    default = t.default_layer or default_layer(t.model)
+    refusal = tap_refusal(t.model)
+    if refusal:
+        raise ConfigError(refusal)
+    try:
+        default = t.default_layer or default_layer(t.model)
+    except ConfigError:   # no classifier to find: list the names, none marked, and say so
+        default = None
+        click.echo("fpkit: no default layer could be guessed (no final Linear); pass --layer to build", err=True)
     for name, kind in list_layers(t.model):
         click.echo(f"{'*' if name == default else ' '} {name}  {kind}")
 

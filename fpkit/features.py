@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fpkit.errors import ConfigError, MismatchError
+from fpkit.models import infer_cifar_resnet
 
 POOLINGS = ("avg", "token_mean", "token_cls", "none")
 """Concrete poolings. ``"auto"`` is also accepted wherever a pooling is asked for."""
@@ -113,8 +114,63 @@ def project_features(pooled: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
         return F.normalize(pooled.float(), dim=1) @ R
 
 
+LAYER_TYPES_ATTR = "_fpkit_layer_types"
+"""Attribute a loader may set on a model: ``{module name: qualified class name}`` of the modules a
+compiled model was built from (a ``torch.export`` program's submodules are all
+``InterpreterModule``); :func:`list_layers` shows these names and :func:`default_layer` reads them."""
+
+NOT_TAPPABLE_ATTR = "_fpkit_not_tappable"
+"""Attribute a loader may set on a model whose submodules cannot be tapped: the one-line reason and
+fix, raised as :class:`ConfigError` by :class:`LayerTap`, :func:`list_layers` and
+:func:`default_layer`."""
+
+_INTERNAL_NAMES = frozenset({"_guards_fn"})
+"""Submodules torch adds to compiled models that are not layers of the network."""
+
+
+def tap_refusal(model: nn.Module) -> str | None:
+    """Why the submodules of ``model`` cannot be tapped (one line, with the fix), or None if they can.
+
+    TorchScript modules cannot be tapped: their submodules run inside the TorchScript
+    interpreter, where Python forward hooks never fire (and ``get_submodule`` is unsupported).
+    """
+    if isinstance(model, torch.jit.ScriptModule):
+        try:
+            arch = infer_cifar_resnet(model.state_dict())
+        except Exception:  # a hint only; never fail on it
+            arch = None
+        hint = f" ({arch} fits its weights)" if arch else ""
+        return (
+            "TorchScript teachers cannot be tapped at intermediate layers (forward hooks never "
+            f"run inside TorchScript); pass --arch NAME{hint} to load its weights into a tappable "
+            "model, or export the model with torch.export (with a dynamic batch dimension) instead"
+        )
+    reason = getattr(model, NOT_TAPPABLE_ATTR, None)
+    return reason if isinstance(reason, str) and reason else None
+
+
+def _require_tappable(model: nn.Module) -> None:
+    reason = tap_refusal(model)
+    if reason is not None:
+        raise ConfigError(reason)
+
+
+def _layer_types(model: nn.Module) -> dict[str, str]:
+    types = getattr(model, LAYER_TYPES_ATTR, None)
+    return types if isinstance(types, dict) else {}
+
+
+def _is_linear(model: nn.Module, name: str, module: nn.Module) -> bool:
+    if isinstance(module, nn.Linear):
+        return True
+    return _layer_types(model).get(name) in ("torch.nn.modules.linear.Linear", "torch.nn.Linear")
+
+
 def _named(model: nn.Module) -> list[str]:
-    return [name for name, _ in model.named_modules() if name]
+    return [
+        name for name, _ in model.named_modules()
+        if name and name.rpartition(".")[2] not in _INTERNAL_NAMES
+    ]
 
 
 def _unknown_layer_error(model: nn.Module, name: str) -> ConfigError:
@@ -146,8 +202,9 @@ class LayerTap:
         """Register forward hooks on ``model``'s modules named in ``layers`` (dotted names).
 
         Raises:
-            ConfigError: empty or duplicate layer list, or a name that is not a submodule
-                (the message suggests close names).
+            ConfigError: empty or duplicate layer list, a name that is not a submodule
+                (the message suggests close names), or a model whose submodules cannot be
+                tapped (a TorchScript module; see :func:`tap_refusal`).
         """
         if isinstance(layers, str):
             layers = [layers]
@@ -156,6 +213,7 @@ class LayerTap:
             raise ConfigError("LayerTap needs at least one layer name; pass e.g. ['layer3']")
         if len(set(layers)) != len(layers):
             raise ConfigError(f"duplicate layer names in {layers}; list each layer once")
+        _require_tappable(model)
         self.model = model
         self.layers: tuple[str, ...] = tuple(layers)
         self._store: dict[str, torch.Tensor] = {}
@@ -264,9 +322,15 @@ def default_layer(model: nn.Module) -> str:
        child, the same is done for the parent, and so on up (so a container of the Linear is
        never chosen).  Registration order is taken as forward order, which is a heuristic.
 
+    A ``torch.export`` teacher's ``InterpreterModule`` counts as ``nn.Linear`` when it was built
+    from one (see :data:`LAYER_TYPES_ATTR`).
+
     Raises:
-        ConfigError: no ``nn.Linear``, or nothing registered before it; pass ``--layer``.
+        ConfigError: no ``nn.Linear``, or nothing registered before it; pass ``--layer``.  Or the
+            model cannot be tapped at all (a TorchScript module; see :func:`tap_refusal`).
     """
+    _require_tappable(model)
+
     def has(attr: str) -> bool:
         return isinstance(getattr(model, attr, None), nn.Module)
 
@@ -274,7 +338,7 @@ def default_layer(model: nn.Module) -> str:
         return "layer3"
     if has("layer4") and has("fc"):
         return "layer4"
-    linears = [name for name, m in model.named_modules() if name and isinstance(m, nn.Linear)]
+    linears = [name for name, m in model.named_modules() if name and _is_linear(model, name, m)]
     if linears:
         prev = _previous_sibling(model, linears[-1])
         if prev is not None:
@@ -286,8 +350,25 @@ def default_layer(model: nn.Module) -> str:
 
 
 def list_layers(model: nn.Module) -> list[tuple[str, str]]:
-    """``(name, class name)`` of every named submodule (the root excluded), in registration order."""
-    return [(name, type(m).__name__) for name, m in model.named_modules() if name]
+    """``(name, class name)`` of every submodule :class:`LayerTap` can tap (the root excluded), in
+    registration order.
+
+    Submodules torch adds to compiled models (``_guards_fn``) are left out; for a ``torch.export``
+    teacher the class names are those of the modules it was exported from.
+
+    Raises:
+        ConfigError: the model cannot be tapped at all (a TorchScript module; see
+            :func:`tap_refusal`), so that no name is offered that a build would then refuse.
+    """
+    _require_tappable(model)
+    types = _layer_types(model)
+    out = []
+    for name, m in model.named_modules():
+        if not name or name.rpartition(".")[2] in _INTERNAL_NAMES:
+            continue
+        qualified = types.get(name)
+        out.append((name, qualified.rpartition(".")[2] if qualified else type(m).__name__))
+    return out
 
 
 __all__ = [
@@ -298,4 +379,5 @@ __all__ = [
     "LayerTap",
     "default_layer",
     "list_layers",
+    "tap_refusal",
 ]

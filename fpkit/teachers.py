@@ -35,6 +35,7 @@ from fpkit.errors import (
     MismatchError,
     UntrustedCodeError,
 )
+from fpkit.features import LAYER_TYPES_ATTR, NOT_TAPPABLE_ATTR, tap_refusal
 from fpkit.models import CIFAR_RESNETS, DEFAULT_LAYER, CifarResNet, infer_cifar_resnet
 
 SOURCE_KINDS = (
@@ -327,10 +328,115 @@ def _load_code(path: Path, kind: str) -> Any:
         if kind == "torchscript":
             return torch.jit.load(str(path), map_location="cpu")
         if kind == "torch_export":
-            return torch.export.load(str(path)).module()
+            return _export_module(torch.export.load(str(path)), path)
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # any failure of foreign code is reported as a bad file
         raise FormatError(f"{path} could not be loaded as {kind} ({_first_line(e)}); check the file") from e
+
+
+# --------------------------------------------------------------------------- torch.export programs
+
+_EXPORT_FIX = (
+    "re-export it with a dynamic batch dimension, e.g. torch.export.export(model, (x,), "
+    "dynamic_shapes=({0: torch.export.Dim('batch')},)), or pass --arch NAME to load its weights "
+    "into a freshly built model"
+)
+# Messages of torch's own input checks and guards on an exported program's inputs.
+_EXPORT_GUARD_WORDS = ("Expected input at", "Guard failed", "dynamic_shapes")
+
+
+def _export_module(ep: Any, path: Path) -> nn.Module:
+    """The callable module of an ExportedProgram, with its module hierarchy restored.
+
+    ``ep.module()`` inlines every submodule into one flat graph, so forward hooks on its
+    (empty) submodules never fire; ``torch.export.unflatten`` rebuilds the submodules, so
+    :class:`fpkit.features.LayerTap` can tap them.  The classes the submodules were exported
+    from are recorded for :func:`fpkit.features.list_layers`, and inputs whose shape the program
+    cannot take are refused with a :class:`MismatchError` instead of torch's guard failure.
+    """
+    try:
+        module = torch.export.unflatten(ep)
+    except Exception as e:  # fall back to the flat graph: it still runs, but cannot be tapped
+        module = ep.module()
+        setattr(module, NOT_TAPPABLE_ATTR, (
+            f"{path} is a torch.export program whose module hierarchy could not be restored "
+            f"({_first_line(e)}), so its layers cannot be tapped; pass --arch NAME to load its "
+            "weights into a tappable model"
+        ))
+        return _guard_export_inputs(module, None, path)
+    types: dict[str, str] = {}
+    for node in ep.graph.nodes:
+        for entry in (node.meta.get("nn_module_stack") or {}).values():
+            try:
+                fqn, cls = entry
+            except (TypeError, ValueError):
+                continue
+            if isinstance(fqn, str) and fqn:
+                types[fqn] = cls if isinstance(cls, str) else f"{cls.__module__}.{cls.__qualname__}"
+    setattr(module, LAYER_TYPES_ATTR, types)
+    return _guard_export_inputs(module, _export_input_dims(ep), path)
+
+
+def _export_input_dims(ep: Any) -> list[int | None] | None:
+    """Sizes of the first input of ``ep`` (None for a dynamic dimension), or None if unknown."""
+    try:
+        names = list(ep.graph_signature.user_inputs)
+        if not names:
+            return None
+        node = next(n for n in ep.graph.nodes if n.op == "placeholder" and n.name == names[0])
+        val = node.meta.get("val")
+        if not isinstance(val, torch.Tensor):
+            return None
+        return [s if isinstance(s, int) else None for s in val.shape]
+    except Exception:  # a missing check only loses the friendlier message
+        return None
+
+
+def _shape_text(dims: list[int | None] | torch.Size) -> str:
+    return "[" + ", ".join("*" if d is None else str(int(d)) for d in dims) + "]"
+
+
+def _guard_export_inputs(module: nn.Module, dims: list[int | None] | None, path: Path) -> nn.Module:
+    """Make ``module`` (an exported program) refuse, with a MismatchError naming the fix, an input
+    of a shape it was not exported for, rather than fail a guard deep in the graph."""
+    inner = module.forward
+
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        x = args[0] if args else None
+        if dims is not None and isinstance(x, torch.Tensor):
+            _check_export_input(tuple(x.shape), dims, path)
+        try:
+            return inner(*args, **kwargs)
+        except (RuntimeError, AssertionError) as e:
+            msg = _first_line(e)
+            if not any(word in str(e) for word in _EXPORT_GUARD_WORDS):
+                raise
+            shape = f" of shape {_shape_text(x.shape)}" if isinstance(x, torch.Tensor) else ""
+            raise MismatchError(
+                f"{path} is a torch.export program that rejected an input{shape} ({msg}); it only "
+                f"takes the input shapes it was exported for: {_EXPORT_FIX}"
+            ) from e
+
+    module.forward = forward  # an instance attribute: nn.Module.__call__ (and its hooks) call it
+    return module
+
+
+def _check_export_input(shape: tuple[int, ...], dims: list[int | None], path: Path) -> None:
+    if len(shape) == len(dims) and all(d is None or d == s for d, s in zip(dims, shape)):
+        return
+    if len(shape) == len(dims) and dims[0] is not None and all(
+        d is None or d == s for d, s in zip(dims[1:], shape[1:])
+    ):
+        raise MismatchError(
+            f"{path} is a torch.export program exported with a fixed batch of {dims[0]} (inputs "
+            f"{_shape_text(dims)}), but fpkit runs it on batches of other sizes (here {shape[0]}); "
+            f"{_EXPORT_FIX}"
+        )
+    raise MismatchError(
+        f"{path} is a torch.export program exported for inputs of shape {_shape_text(dims)} but was "
+        f"given {_shape_text(shape)}; pick the dataset it was made for, or re-export it with "
+        "dynamic_shapes for the dimensions that vary"
+    )
 
 
 def _is_state_dict(obj: Any) -> bool:
@@ -421,8 +527,11 @@ def _finish(
     for param in model.parameters():
         param.requires_grad_(False)
     state_dict = model.state_dict()
-    is_cifar = infer_cifar_resnet(state_dict) is not None and any(
-        name == DEFAULT_LAYER for name, _ in model.named_modules()
+    # a model that cannot be tapped at all (TorchScript) has no default layer to tap
+    is_cifar = (
+        tap_refusal(model) is None
+        and infer_cifar_resnet(state_dict) is not None
+        and any(name == DEFAULT_LAYER for name, _ in model.named_modules())
     )
     return Teacher(
         model=model,
@@ -483,7 +592,10 @@ def load_teacher(
     ``arch`` entry, else inferred for the CIFAR ResNets.  ``num_classes`` defaults to the rows of
     the classifier weight.  A pickled whole module, a TorchScript or a torch.export archive is
     loaded only with ``trust_code=True``; given ``arch`` too, its weights are moved into a fresh
-    ``arch`` model.
+    ``arch`` model.  A torch.export program comes back with its module hierarchy restored
+    (``torch.export.unflatten``) so that its layers can be tapped, and refuses inputs of a shape
+    it was not exported for with a MismatchError; a TorchScript module cannot be tapped (see
+    :func:`fpkit.features.tap_refusal`), so pass ``arch`` to tap one.
 
     Returns:
         A :class:`Teacher` whose model is on the CPU, in eval mode, with requires_grad False.

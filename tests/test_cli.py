@@ -116,3 +116,12 @@ def test_python_dash_m(built):
     p = subprocess.run([sys.executable, "-m", "fpkit", "--version"], capture_output=True, text=True,
                        env=subprocess_env())
     assert p.returncode == 0 and "fpkit" in p.stdout
+
+
+def test_layers_without_a_guessable_default(tmp_path):
+    """A model with no final Linear: `fpkit layers` still lists its modules, marks none, says why."""
+    import torch
+    torch.save(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()), tmp_path / "m.pt")
+    r = CliRunner().invoke(main, ["layers", str(tmp_path / "m.pt"), "--trust-teacher-code"])
+    assert r.exit_code == 0, r.output
+    assert "  0  Conv2d" in r.stdout and "*" not in r.stdout and "no default layer" in r.stderr

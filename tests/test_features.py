@@ -1,4 +1,4 @@
-"""Tests for fpkit.features: pooling, LayerTap, default_layer, list_layers."""
+"""Tests for fpkit.features: pooling, LayerTap, default_layer, list_layers, compiled models."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from torchvision.models import resnet18
 
 from fpkit.errors import ConfigError, MismatchError
 from fpkit.features import (
+    LAYER_TYPES_ATTR,
+    NOT_TAPPABLE_ATTR,
     POOLINGS,
     LayerTap,
     default_layer,
@@ -18,6 +20,7 @@ from fpkit.features import (
     pool_features,
     project_features,
     resolve_pooling,
+    tap_refusal,
 )
 
 
@@ -299,3 +302,62 @@ def test_list_layers():
     assert ("fc", "Linear") in layers
     assert all(name for name, _ in layers)
     assert [n for n, _ in list_layers(SmallCNN())] == ["conv1", "block", "block.0", "block.1", "pool", "head"]
+
+
+# --- compiled models: TorchScript, torch.export -------------------------------------------
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit is deprecated, still loadable
+@pytest.mark.parametrize("how", ["script", "trace"])
+def test_torchscript_is_refused_everywhere_with_one_message(how):
+    model = SmallCNN().eval()
+    ts = torch.jit.script(model) if how == "script" else torch.jit.trace(model, torch.randn(1, 3, 8, 8))
+    reason = tap_refusal(ts)
+    assert reason and "TorchScript" in reason and "--arch" in reason and "torch.export" in reason
+    assert "\n" not in reason
+    for call in (lambda: LayerTap(ts, ["block"]), lambda: list_layers(ts), lambda: default_layer(ts)):
+        with pytest.raises(ConfigError) as info:
+            call()
+        assert str(info.value) == reason
+    assert tap_refusal(model) is None
+
+
+def test_not_tappable_marker_layer_types_and_internal_names():
+    model = SmallCNN()
+    model._guards_fn = nn.Identity()  # torch.export adds such a submodule; it is no layer
+    assert "_guards_fn" not in [n for n, _ in list_layers(model)]
+    setattr(model, LAYER_TYPES_ATTR, {"block": "my.pkg.Stage", "head": "torch.nn.modules.linear.Linear"})
+    assert ("block", "Stage") in list_layers(model) and ("pool", "AdaptiveAvgPool2d") in list_layers(model)
+    setattr(model, NOT_TAPPABLE_ATTR, "cannot tap this one; pass --arch NAME")
+    for call in (lambda: LayerTap(model, ["block"]), lambda: list_layers(model), lambda: default_layer(model)):
+        with pytest.raises(ConfigError, match="cannot tap this one"):
+            call()
+
+
+def test_unflattened_export_taps_like_the_eager_model():
+    torch.manual_seed(0)
+    model = SmallCNN().eval()
+    x = torch.randn(2, 3, 8, 8)
+    ep = torch.export.export(model, (x,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    flat = ep.module()
+    unflat = torch.export.unflatten(ep)
+    # the flat graph inlines every submodule: hooks on its empty shells never fire
+    with LayerTap(flat, ["block"]) as tap, pytest.raises(ConfigError, match="did not run"):
+        tap(x)
+    # without the recorded classes nothing is an nn.Linear; with them the classifier is found
+    with pytest.raises(ConfigError, match="--layer"):
+        default_layer(unflat)
+    types = {}
+    for node in ep.graph.nodes:
+        for fqn, cls in (node.meta.get("nn_module_stack") or {}).values():
+            types[fqn] = cls if isinstance(cls, str) else f"{cls.__module__}.{cls.__qualname__}"
+    setattr(unflat, LAYER_TYPES_ATTR, types)
+    assert default_layer(unflat) == "pool"
+    assert [n for n, _ in list_layers(unflat)] == ["conv1", "block", "block.0", "block.1", "pool", "head"]
+    assert dict(list_layers(unflat))["head"] == "Linear"
+    for batch in (1, 5):
+        xb = torch.randn(batch, 3, 8, 8)
+        with LayerTap(unflat, ["block", "pool"]) as t1, LayerTap(model, ["block", "pool"]) as t2, torch.no_grad():
+            (out1, f1), (out2, f2) = t1(xb), t2(xb)
+        torch.testing.assert_close(out1, out2)
+        for name in ("block", "pool"):
+            torch.testing.assert_close(f1[name], f2[name])

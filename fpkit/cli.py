@@ -166,7 +166,7 @@ def verify(file, as_json):
     elif not problems:
         click.echo(f"{file}: OK")
     for p in problems:
-        click.echo(f"fpkit: {p}", err=True)
+        click.echo(f"fpkit: error: {p}", err=True)
     sys.exit(1 if problems else 0)
 
 

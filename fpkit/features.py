@@ -166,11 +166,13 @@ def _is_linear(model: nn.Module, name: str, module: nn.Module) -> bool:
     return _layer_types(model).get(name) in ("torch.nn.modules.linear.Linear", "torch.nn.Linear")
 
 
+def _is_layer_name(name: str) -> bool:
+    """A named submodule that is a layer of the network (not the root, not one torch added)."""
+    return bool(name) and name.rpartition(".")[2] not in _INTERNAL_NAMES
+
+
 def _named(model: nn.Module) -> list[str]:
-    return [
-        name for name, _ in model.named_modules()
-        if name and name.rpartition(".")[2] not in _INTERNAL_NAMES
-    ]
+    return [name for name, _ in model.named_modules() if _is_layer_name(name)]
 
 
 def _unknown_layer_error(model: nn.Module, name: str) -> ConfigError:
@@ -364,7 +366,7 @@ def list_layers(model: nn.Module) -> list[tuple[str, str]]:
     types = _layer_types(model)
     out = []
     for name, m in model.named_modules():
-        if not name or name.rpartition(".")[2] in _INTERNAL_NAMES:
+        if not _is_layer_name(name):
             continue
         qualified = types.get(name)
         out.append((name, qualified.rpartition(".")[2] if qualified else type(m).__name__))

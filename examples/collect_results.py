@@ -73,10 +73,30 @@ def _paired(rs: list[dict], ce: list[dict]) -> str:
     return f"{statistics.mean(diffs):+.2f}{spread}"
 
 
+def per_seed(runs: list[Path]) -> str:
+    """Test top-1 of every student, one row per (run folder, method), one column per seed."""
+    acc: dict[tuple[str, str], dict[int, float]] = defaultdict(dict)
+    for run in runs:
+        for log in sorted(run.glob("s*/*/log.jsonl")):
+            f = final_line(log)
+            if f:
+                acc[(str(run), f["method"])][f["seed"]] = f["test_top1"]
+    seeds = sorted({s for row in acc.values() for s in row})
+    out = ["| run | method | " + " | ".join(f"seed {s}" for s in seeds) + " |", "|---|---|" + "---|" * len(seeds)]
+    for (run, method), row in acc.items():
+        out.append(f"| {run} | {method} | " + " | ".join(f"{row[s]:.2f}" if s in row else "-" for s in seeds) + " |")
+    return "\n".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", type=Path)
-    for run in ap.parse_args().runs:
+    ap.add_argument("--per-seed", action="store_true", help="print every student's accuracy by seed instead")
+    args = ap.parse_args()
+    if args.per_seed:
+        print(per_seed(args.runs))
+        return
+    for run in args.runs:
         print(table(run))
         print()
 

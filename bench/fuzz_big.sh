@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Larger settings of the trust tests (tests/trust, SECURITY.md): run before a release or after
-# changing fpkit/format/reader.py, codecs.py, build.py or teachers.py.
+# changing fpkit/format/reader.py or codecs.py, fpkit/build/ or fpkit/teachers/.
 #
 #   bench/fuzz_big.sh                 # ~5,300 fuzz cases + 30 kills (~10-20 min on 2 cores)
 #   FUZZ_CASES=20000 SEED=7 bench/fuzz_big.sh

@@ -152,14 +152,11 @@ def main(argv: list[str] | None = None) -> int:
     test_y = torch.from_numpy(test_y_np)
 
     model = resnet8(num_classes=10)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4,
-                          nesterov=False)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=False)
     batch = 128
     steps_per_epoch = math.ceil(len(train_x) / batch)
     total = steps_per_epoch * args.epochs
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.5 * (1.0 + math.cos(math.pi * s / total))
-    )
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1.0 + math.cos(math.pi * s / total)))
     gen = torch.Generator().manual_seed(0)
     t_train = time.time()
     acc = 0.0
@@ -179,8 +176,10 @@ def main(argv: list[str] | None = None) -> int:
             loss_sum += float(loss.detach()) * len(idx)
             seen += len(idx)
         acc = _evaluate(model, test_x, test_y)
-        _log(f"epoch {epoch + 1}/{args.epochs}: train loss {loss_sum / seen:.4f}, "
-             f"test top-1 {acc:.2f}%, {time.time() - te:.1f}s")
+        _log(
+            f"epoch {epoch + 1}/{args.epochs}: train loss {loss_sum / seen:.4f}, "
+            f"test top-1 {acc:.2f}%, {time.time() - te:.1f}s"
+        )
     train_s = time.time() - t_train
 
     state_dict = {k: v.detach().clone() for k, v in model.state_dict().items()}

@@ -4,53 +4,44 @@
 
 Three tiny files, byte-reproducible for a given HDF5 library version, and expected.json with the
 exact float32 values every table must decode to.  Everything that would vary is pinned: the
-creation time, the library versions and the fpkit version recorded in the metadata, and the
-inputs, which are computed with element-wise float32 operations only (no BLAS, whose summation
-order may differ between machines).
+creation time, the library versions and the fpkit version recorded in the metadata (a fixed
+:class:`~fpkit.format.Provenance`), and the inputs, which are computed with element-wise float32
+operations only (no BLAS, whose summation order may differ between machines).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import h5py
 import numpy as np
 
 from fpkit.augment import ViewPolicy
-from fpkit.format import FingerprintWriter, LayerSpec, sample_digest
-from fpkit.format import writer as _writer
+from fpkit.format import Accuracy, FileContents, LayerSpec, Provenance, StorageInfo, sample_digest
 from fpkit.projection import make_projection
+from fpkit.testing import example_compute, example_dataset, example_teacher, example_views, write_rows
 
 CREATED = "2026-01-01T00:00:00Z"
 FPKIT_VERSION = "0.1.0"
-LIBRARIES = {"python": "3.11.7", "numpy": "2.4.6", "h5py": "3.16.0", "hdf5": "2.0.0",
-             "torch": "2.14.1", "torchvision": "0.29.1"}
+LIBRARIES = {
+    "python": "3.11.7",
+    "numpy": "2.4.6",
+    "h5py": "3.16.0",
+    "hdf5": "2.0.0",
+    "torch": "2.14.1",
+    "torchvision": "0.29.1",
+}
+PROVENANCE = Provenance(fpkit_version=FPKIT_VERSION, created=CREATED, libraries=LIBRARIES)
 N, C, D, R_WIDTH, CHUNK_ROWS = 12, 3, 4, 8, 5
 CLASSES = ["cat", "dog", "eel"]
 FILES = ("v1-float16-none.h5", "v1-int8-zstd.h5", "v1-float32-gzip-replay-redacted.h5")
-
-
-def _teacher(accuracy: dict | None) -> dict:
-    return {"arch": "resnet8", "weights_sha256": hashlib.sha256(b"fpkit golden teacher").hexdigest(),
-            "num_params": 78042, "source_kind": "synthetic", "trusted_code": False,
-            "accuracy": accuracy}
-
-
-def _dataset() -> dict:
-    return {"name": "golden", "split": "train", "image_shape": [4, 4, 3],
-            "normalize": {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}}
-
-
-def _views(k: int, replay: bool) -> dict:
-    return {"policy": {"name": "pad_crop_flip", "padding": 1, "fill": 0, "flip": True},
-            "count": k, "per_sample": k, "seed": 7, "replay": replay}
-
-
-COMPUTE = {"device": "cpu", "autocast": None, "batch_size": 4, "world_size": 1}
+TEACHER = example_teacher(weights_sha256=hashlib.sha256(b"fpkit golden teacher").hexdigest(), num_params=78042)
+DATASET = example_dataset(name="golden", image_shape=(4, 4, 3))
+COMPUTE = example_compute(batch_size=4)
 
 
 def digests() -> np.ndarray:
@@ -74,7 +65,7 @@ def view_fingerprints(R: np.ndarray, k: int, seed: int) -> np.ndarray:
     f = f / np.sqrt(sq)[:, :, None]
     out = np.zeros((N, k, R.shape[1]), dtype=np.float32)
     for j in range(D):
-        out = out + f[:, :, j:j + 1] * R[j][None, None, :]
+        out = out + f[:, :, j : j + 1] * R[j][None, None, :]
     return out
 
 
@@ -86,75 +77,108 @@ def mean_views(v: np.ndarray) -> np.ndarray:
     return acc / np.float32(v.shape[1])
 
 
-@contextlib.contextmanager
-def _pinned_version():
-    saved = _writer.__version__
-    _writer.__version__ = FPKIT_VERSION
-    try:
-        yield
-    finally:
-        _writer.__version__ = saved
-
-
-def _write(path: Path, *, layers, labels, rows, tables, dtype, codec, views=None, view_params=None,
-           k=None, accuracy=None, batches=(4, 3, 5)) -> None:
-    kw = dict(layers=layers, labels=labels, sample_digests=digests(), classes=CLASSES,
-              teacher=_teacher(accuracy), dataset=_dataset(), views=_views(k or 8, bool(k)),
-              compute=COMPUTE, tables=tables, views_per_sample=k, dtype=dtype, codec=codec,
-              chunk_rows=CHUNK_ROWS, overwrite=True, created=CREATED, libraries=LIBRARIES)
-    with _pinned_version(), FingerprintWriter(path, **kw) as w:
-        start = 0
-        for b in batches:
-            sl = slice(start, start + b)
-            w.append({name: r[sl] for name, r in rows.items()},
-                     views=None if views is None else {name: v[sl] for name, v in views.items()},
-                     view_params=None if view_params is None else view_params[sl])
-            start += b
-        assert start == N
+def _write(
+    path: Path,
+    *,
+    layers,
+    labels,
+    rows,
+    tables,
+    dtype,
+    codec,
+    views=None,
+    view_params=None,
+    k=None,
+    accuracy=None,
+    batches=(4, 3, 5),
+) -> None:
+    contents = FileContents(
+        layers=layers,
+        labels=labels,
+        sample_digests=digests(),
+        classes=CLASSES,
+        teacher=replace(TEACHER, accuracy=accuracy),
+        dataset=DATASET,
+        views=example_views(k or 8, replay=bool(k), padding=1, seed=7),
+        compute=COMPUTE,
+        tables=tables,
+        views_per_sample=k,
+        storage=StorageInfo(dtype=dtype, codec=codec, chunk_rows=CHUNK_ROWS),
+        provenance=PROVENANCE,
+    )
+    write_rows(path, contents, rows, views=views, view_params=view_params, batches=batches, overwrite=True)
 
 
 def make_all(outdir: str | Path) -> dict:
     """Write the three golden files into ``outdir``; return the expected.json document."""
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    expected: dict = {"hdf5_version": h5py.version.hdf5_version, "h5py_version": h5py.__version__,
-                      "files": {}}
+    expected: dict = {"hdf5_version": h5py.version.hdf5_version, "h5py_version": h5py.__version__, "files": {}}
 
     # 1. float16, codec none, two layers, sample + class tables
     labels = np.array([i % C for i in range(N)], dtype=np.int64)
     R2, R3 = make_projection(D, R_WIDTH, 1), make_projection(D, R_WIDTH, 0)
-    rows = {"layer2": mean_views(view_fingerprints(R2, 8, 11)),
-            "layer3": mean_views(view_fingerprints(R3, 8, 12))}
+    rows = {"layer2": mean_views(view_fingerprints(R2, 8, 11)), "layer3": mean_views(view_fingerprints(R3, 8, 12))}
     layers = [LayerSpec("layer2", "avg", D, R2, 1), LayerSpec("layer3", "avg", D, R3, 0)]
-    _write(outdir / FILES[0], layers=layers, labels=labels, rows=rows, tables=("sample", "class"),
-           dtype="float16", codec="none", accuracy={"top1": 0.75, "measured_on": "views", "count": 96})
+    _write(
+        outdir / FILES[0],
+        layers=layers,
+        labels=labels,
+        rows=rows,
+        tables=("sample", "class"),
+        dtype="float16",
+        codec="none",
+        accuracy=Accuracy(top1=0.75, measured_on="views", count=96),
+    )
 
     # 2. int8, zstd, one layer; class 2 has no sample (its class row is zero)
     labels = np.array([0, 1, 1, 0, 0, 1, 0, 1, 1, 1, 0, 0], dtype=np.int64)
     R = make_projection(D, R_WIDTH, 2**63 + 5)
     rows = {"layer3": mean_views(view_fingerprints(R, 8, 13))}
     rows["layer3"][3] = 0.0  # an all-zero row: int8 scale 0
-    _write(outdir / FILES[1], layers=[LayerSpec("layer3", "avg", D, R, 2**63 + 5)], labels=labels,
-           rows=rows, tables=("sample", "class"), dtype="int8", codec="zstd")
+    _write(
+        outdir / FILES[1],
+        layers=[LayerSpec("layer3", "avg", D, R, 2**63 + 5)],
+        labels=labels,
+        rows=rows,
+        tables=("sample", "class"),
+        dtype="int8",
+        codec="zstd",
+    )
 
     # 3. float32, gzip, redacted, class table + replayed views (K = 2) with view_params
     labels = np.array([2, 0, 1, 2, 2, 0, 1, 1, 0, 2, 1, 0], dtype=np.int64)
     R = make_projection(D, R_WIDTH, 3)
     v = view_fingerprints(R, 2, 14)
-    vp = ViewPolicy(padding=1, flip=True).sample_views(np.arange(N), 2, seed=7)   # the sampler of section 5
-    _write(outdir / FILES[2], layers=[LayerSpec("layer3", "avg", D, R, 3, redacted=True)], labels=labels,
-           rows={"layer3": mean_views(v)}, views={"layer3": v}, view_params=vp, k=2,
-           tables=("class",), dtype="float32", codec="gzip")
+    vp = ViewPolicy(padding=1, flip=True).sample_views(np.arange(N), 2, seed=7)  # the sampler of section 5
+    _write(
+        outdir / FILES[2],
+        layers=[LayerSpec("layer3", "avg", D, R, 3, redacted=True)],
+        labels=labels,
+        rows={"layer3": mean_views(v)},
+        views={"layer3": v},
+        view_params=vp,
+        k=2,
+        tables=("class",),
+        dtype="float32",
+        codec="gzip",
+    )
 
     from fpkit.format import open_fingerprints
+
     for name in FILES:
         fp = open_fingerprints(outdir / name)
         layers_doc = {}
         for lay in fp.layers:
-            entry: dict = {"tables": {kind: fp.table(kind, lay.name).tolist() for kind in lay.tables},
-                           "fidelity_min_cos": dict(lay.fidelity), "d": lay.d, "r": lay.r,
-                           "seed": lay.seed, "projection_sha256": lay.projection_sha256,
-                           "projection_stored": lay.projection_stored}
+            entry: dict = {
+                "tables": {kind: fp.table(kind, lay.name).tolist() for kind in lay.tables},
+                "fidelity_min_cos": dict(lay.fidelity),
+                "d": lay.d,
+                "r": lay.r,
+                "seed": lay.seed,
+                "projection_sha256": lay.projection_sha256,
+                "projection_stored": lay.projection_stored,
+            }
             if lay.projection_stored:
                 entry["projection"] = fp.projection(lay.name).tolist()
             layers_doc[lay.name] = entry
@@ -163,13 +187,13 @@ def make_all(outdir: str | Path) -> dict:
             "sha256": hashlib.sha256((outdir / name).read_bytes()).hexdigest(),
             "size": (outdir / name).stat().st_size,
             "format_version": fp.format_version,
-            "storage": m["storage"],
+            "storage": m.storage.to_json(),
             "labels": fp.labels.tolist(),
             "sample_digests": [int(x) for x in fp.sample_digests],
             "class_counts": fp.class_counts.tolist(),
             "view_params": None if fp.view_params is None else fp.view_params.tolist(),
-            "labels_sha256": m["dataset"]["labels_sha256"],
-            "order_sha256": m["dataset"]["order_sha256"],
+            "labels_sha256": m.dataset.labels_sha256,
+            "order_sha256": m.dataset.order_sha256,
             "layers": layers_doc,
         }
     return expected
@@ -178,8 +202,7 @@ def make_all(outdir: str | Path) -> dict:
 def main(argv: list[str]) -> int:
     outdir = Path(argv[1]) if len(argv) > 1 else Path(__file__).resolve().parent / "golden"
     expected = make_all(outdir)
-    (outdir / "expected.json").write_text(json.dumps(expected, indent=1, sort_keys=True) + "\n",
-                                          encoding="utf-8")
+    (outdir / "expected.json").write_text(json.dumps(expected, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     for name in FILES:
         info = expected["files"][name]
         print(f"{name}: {info['size']} bytes, sha256 {info['sha256']}")

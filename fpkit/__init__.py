@@ -5,8 +5,9 @@ The public surface (imported lazily, so ``fpkit inspect`` does not pay for torch
 * building: :func:`build`, :class:`BuildOptions`, :class:`BuildResult`, :func:`open_source`
 * files: :func:`open_fingerprints`, :func:`verify_fingerprints`, :class:`FingerprintFile`,
   :class:`FingerprintWriter`
-* training: :class:`FingerprintDataset`, :class:`FingerprintHead`, :class:`DistillLoss`,
-  :class:`LinearWarmup`, :func:`fingerprint_loss`, :func:`relational_loss`, :func:`kd_loss`
+* training: :class:`FingerprintDataset`, :class:`FingerprintDistiller` (tap + heads + loss in one
+  unit), :class:`FingerprintHead`, :class:`DistillLoss`, :class:`LinearWarmup`,
+  :func:`fingerprint_loss`, :func:`relational_loss`, :func:`kd_loss`
 * errors: :class:`FpkitError` and its subclasses (fpkit.errors)
 """
 
@@ -20,14 +21,22 @@ from .errors import *  # noqa: F401,F403
 from .errors import __all__ as _errors_all
 
 _LAZY = {
-    "build": "build", "BuildOptions": "build", "BuildResult": "build",
+    "build": "build",
+    "BuildOptions": "build",
+    "BuildResult": "build",
     "open_source": "datasets",
     "FingerprintDataset": "fingerprint_dataset",
-    "FingerprintFile": "format", "FingerprintWriter": "format", "open_fingerprints": "format",
+    "FingerprintFile": "format",
+    "FingerprintWriter": "format",
+    "open_fingerprints": "format",
     "verify_fingerprints": "format",
-    "DistillLoss": "losses", "LinearWarmup": "losses", "fingerprint_loss": "losses", "kd_loss": "losses",
+    "DistillLoss": "losses",
+    "LinearWarmup": "losses",
+    "fingerprint_loss": "losses",
+    "kd_loss": "losses",
     "relational_loss": "losses",
     "FingerprintHead": "student",
+    "FingerprintDistiller": "distiller",
 }
 
 __all__ = ["__version__", *_LAZY, *_errors_all]

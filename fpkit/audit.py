@@ -44,11 +44,15 @@ SIM_SAMPLES = 2000
 #: re-projection error (relative) expected from storage rounding alone, by stored dtype
 EXACT_TOL = {"float32": 1e-4, "float16": 5e-3, "int8": 5e-2}
 
-NOT_PRIVATE = ("fingerprints are random projections, not encryption: this report lists known leaks; "
-               "it does not certify that a file is safe to share")
-REDACTED_NOTE = ("R not stored: fingerprints are not directly invertible by pseudo-inverse, but pairwise "
-                 "similarities (what the relational loss uses) still reveal the geometry of the teacher's "
-                 "features; not a privacy guarantee")
+NOT_PRIVATE = (
+    "fingerprints are random projections, not encryption: this report lists known leaks; "
+    "it does not certify that a file is safe to share"
+)
+REDACTED_NOTE = (
+    "R not stored: fingerprints are not directly invertible by pseudo-inverse, but pairwise "
+    "similarities (what the relational loss uses) still reveal the geometry of the teacher's "
+    "features; not a privacy guarantee"
+)
 LIMITED_SEARCH = "seed search limited to 0..{n}; a longer search or another attack may still recover R"
 
 
@@ -72,8 +76,13 @@ def simulate_min_norm(R: np.ndarray, samples: int = SIM_SAMPLES, seed: int = 0) 
     f = _relu_like(d, samples, np.random.default_rng(seed))
     f_hat = (f @ R64) @ np.linalg.pinv(R64)
     cos = _cos_rows(f_hat, f)
-    return {"samples": samples, "mean_cosine": float(cos.mean()), "median_cosine": float(np.median(cos)),
-            "min_cosine": float(cos.min()), "feature_model": "ReLU-like: |N(0, I_d)| normalised"}
+    return {
+        "samples": samples,
+        "mean_cosine": float(cos.mean()),
+        "median_cosine": float(np.median(cos)),
+        "min_cosine": float(cos.min()),
+        "feature_model": "ReLU-like: |N(0, I_d)| normalised",
+    }
 
 
 def simulate_geometry(d: int, r: int, R: np.ndarray | None = None, samples: int = 300, seed: int = 0) -> dict:
@@ -90,8 +99,7 @@ def simulate_geometry(d: int, r: int, R: np.ndarray | None = None, samples: int 
     cf = (f @ f.T)[iu]
     cp = (phi_n @ phi_n.T)[iu]
     corr = float(np.corrcoef(cf, cp)[0, 1]) if cf.std() > 0 and cp.std() > 0 else float("nan")
-    return {"pairs": int(cf.size), "mean_abs_cosine_error": float(np.mean(np.abs(cf - cp))),
-            "correlation": corr}
+    return {"pairs": int(cf.size), "mean_abs_cosine_error": float(np.mean(np.abs(cf - cp))), "correlation": corr}
 
 
 def _measure_exact(phi: np.ndarray, R: np.ndarray) -> dict:
@@ -105,15 +113,22 @@ def _measure_exact(phi: np.ndarray, R: np.ndarray) -> dict:
     norms = np.linalg.norm(P, axis=1)
     ok = norms > 0
     rel = np.linalg.norm(back - P, axis=1)[ok] / norms[ok]
-    return {"rows_measured": int(len(idx)), "max_rel_error": float(rel.max()) if rel.size else 0.0,
-            "mean_rel_error": float(rel.mean()) if rel.size else 0.0,
-            "feature_norm_mean": float(np.linalg.norm(f_hat, axis=1).mean()) if len(idx) else 0.0}
+    return {
+        "rows_measured": int(len(idx)),
+        "max_rel_error": float(rel.max()) if rel.size else 0.0,
+        "mean_rel_error": float(rel.mean()) if rel.size else 0.0,
+        "feature_norm_mean": float(np.linalg.norm(f_hat, axis=1).mean()) if len(idx) else 0.0,
+    }
 
 
 def _find_projection(lay, fp: FingerprintFile, seed_search: int) -> tuple[np.ndarray | None, dict]:
     """R if it can be had from the file (stored, derived from the seed, or found by seed search)."""
-    info: dict[str, Any] = {"stored": bool(lay.projection_stored), "seed": lay.seed,
-                            "generator": lay.generator, "sha256": lay.projection_sha256}
+    info: dict[str, Any] = {
+        "stored": bool(lay.projection_stored),
+        "seed": lay.seed,
+        "generator": lay.generator,
+        "sha256": lay.projection_sha256,
+    }
     if lay.projection_stored:
         R = np.asarray(fp.projection(lay.name), dtype=np.float32)
         info["sha256_ok"] = projection_sha256(R) == lay.projection_sha256
@@ -129,11 +144,15 @@ def _find_projection(lay, fp: FingerprintFile, seed_search: int) -> tuple[np.nda
         info["derivable_from_seed"] = info["sha256_ok"] = ok
         if ok:
             info["status"] = "seed"
-            info["how"] = (f"R is not stored but make_projection(d={lay.d}, r={lay.r}, seed={lay.seed}) "
-                           "reproduces its recorded SHA-256")
+            info["how"] = (
+                f"R is not stored but make_projection(d={lay.d}, r={lay.r}, seed={lay.seed}) "
+                "reproduces its recorded SHA-256"
+            )
             return R, info
     # d of a redacted layer is checked against nothing in the file: never trust it with memory
-    seed_search = 0 if lay.d * lay.r > _SIM_MAX else max(0, min(seed_search, max(16, _SEARCH_NORMALS // (lay.d * lay.r))))
+    seed_search = (
+        0 if lay.d * lay.r > _SIM_MAX else max(0, min(seed_search, max(16, _SEARCH_NORMALS // (lay.d * lay.r))))
+    )
     info["seeds_tried"] = seed_search
     for s in range(seed_search):
         R = make_projection(lay.d, lay.r, s)
@@ -141,13 +160,16 @@ def _find_projection(lay, fp: FingerprintFile, seed_search: int) -> tuple[np.nda
             info["status"] = "recovered"
             info["recovered_seed"] = s
             info["sha256_ok"] = True
-            info["how"] = (f"R is not stored, but seed {s} of the public generator reproduces the recorded "
-                           "SHA-256 of R: redaction gives no protection; rebuild with a long random secret "
-                           "--seed that is never published")
+            info["how"] = (
+                f"R is not stored, but seed {s} of the public generator reproduces the recorded "
+                "SHA-256 of R: redaction gives no protection; rebuild with a long random secret "
+                "--seed that is never published"
+            )
             return R, info
     info["status"] = "redacted"
-    info["how"] = "neither R nor its seed is stored; " + (LIMITED_SEARCH.format(n=seed_search - 1) if seed_search
-                                                           else "no seed search was made")
+    info["how"] = "neither R nor its seed is stored; " + (
+        LIMITED_SEARCH.format(n=seed_search - 1) if seed_search else "no seed search was made"
+    )
     return None, info
 
 
@@ -162,9 +184,11 @@ def _audit_table(kind: str, phi: np.ndarray, d: int, r: int, R: np.ndarray | Non
     rows = int(phi.shape[0] if phi.ndim == 2 else phi.shape[0] * phi.shape[1])
     t: dict[str, Any] = {"kind": kind, "shape": list(phi.shape), "rows": rows, "holds": _REVEALS[kind]}
     # the teacher's features are L2-normalised before R: what comes back is their direction
-    what = {"sample": "each sample's view-averaged feature directions (unit feature vectors)",
-            "class": "each class's mean feature direction",
-            "views": "each augmented view's feature direction"}[kind]
+    what = {
+        "sample": "each sample's view-averaged feature directions (unit feature vectors)",
+        "class": "each class's mean feature direction",
+        "views": "each augmented view's feature direction",
+    }[kind]
     if R is not None and not np.isfinite(R).all():  # only a crafted file (its digest matched)
         t["reconstruction"] = {"method": "none (R holds NaN or infinite values)", "kind": "none"}
         t["finding"] = "R holds non-finite values, so no reconstruction was measured; " + REDACTED_NOTE
@@ -173,34 +197,53 @@ def _audit_table(kind: str, phi: np.ndarray, d: int, r: int, R: np.ndarray | Non
     rank = int(np.linalg.matrix_rank(np.asarray(R, dtype=np.float64))) if R is not None else 0
     if R is not None and rank == d:
         m = _measure_exact(phi.reshape(-1, r), R)
-        t["reconstruction"] = {"method": "pseudo-inverse (exact: R has full row rank d)", "kind": "exact",
-                               **m}
+        t["reconstruction"] = {"method": "pseudo-inverse (exact: R has full row rank d)", "kind": "exact", **m}
         exact = m["max_rel_error"] <= EXACT_TOL.get(dtype, 5e-2)
-        extra = ("feature directions recoverable exactly up to the view-averaging" if kind == "sample" else
-                 f"{what} recoverable exactly")
-        t["finding"] = (f"{extra}: phi @ pinv(R) gives {what} (d={d}); re-projection error on the file's own "
-                        f"{m['rows_measured']} rows: max {m['max_rel_error']:.2e} relative"
-                        + (f" ({dtype} storage rounding)" if exact else f" (more than {dtype} rounding explains: check the file)"))
+        extra = (
+            "feature directions recoverable exactly up to the view-averaging"
+            if kind == "sample"
+            else f"{what} recoverable exactly"
+        )
+        t["finding"] = (
+            f"{extra}: phi @ pinv(R) gives {what} (d={d}); re-projection error on the file's own "
+            f"{m['rows_measured']} rows: max {m['max_rel_error']:.2e} relative"
+            + (f" ({dtype} storage rounding)" if exact else f" (more than {dtype} rounding explains: check the file)")
+        )
         t["verdict"] = f"EXPOSED: {what} can be read back exactly"
     elif R is not None:
         sim = simulate_min_norm(R)
         why = f"r={r} < d={d}" if r < d else f"R has rank {rank} < d={d}"
-        t["reconstruction"] = {"method": f"minimum-norm pseudo-inverse ({why})", "kind": "estimate",
-                               "estimated_mean_cosine": sim["mean_cosine"], "simulation": sim,
-                               "dimensions_revealed": f"{rank} of {d}"}
-        t["finding"] = (f"{why}: the minimum-norm reconstruction keeps a {rank}-dimensional view of {what}; "
-                        f"ESTIMATED mean cosine to the true features {sim['mean_cosine']:.2f} (simulation with "
-                        "ReLU-like features, not measured on this file: the true features are not in it); "
-                        "published attacks do better")
-        t["verdict"] = (f"LEAKS: {what} partly recoverable (estimated cosine {sim['mean_cosine']:.2f}, "
-                        "a lower bound for an attacker)")
+        t["reconstruction"] = {
+            "method": f"minimum-norm pseudo-inverse ({why})",
+            "kind": "estimate",
+            "estimated_mean_cosine": sim["mean_cosine"],
+            "simulation": sim,
+            "dimensions_revealed": f"{rank} of {d}",
+        }
+        t["finding"] = (
+            f"{why}: the minimum-norm reconstruction keeps a {rank}-dimensional view of {what}; "
+            f"ESTIMATED mean cosine to the true features {sim['mean_cosine']:.2f} (simulation with "
+            "ReLU-like features, not measured on this file: the true features are not in it); "
+            "published attacks do better"
+        )
+        t["verdict"] = (
+            f"LEAKS: {what} partly recoverable (estimated cosine {sim['mean_cosine']:.2f}, "
+            "a lower bound for an attacker)"
+        )
     else:
         geo = simulate_geometry(d, r) if d * r <= _SIM_MAX else None
         t["reconstruction"] = {"method": "none (R not available)", "kind": "none", "geometry_simulation": geo}
-        t["finding"] = REDACTED_NOTE + (f"; simulated pairwise-cosine error {geo['mean_abs_cosine_error']:.3f} "
-                                        f"(correlation {geo['correlation']:.2f}) at r={r}" if geo else "")
-        t["verdict"] = ("LEAKS GEOMETRY: pairwise similarities of " + what
-                        + " are revealed; R is not stored, so the relational loss is the only use of these rows")
+        t["finding"] = REDACTED_NOTE + (
+            f"; simulated pairwise-cosine error {geo['mean_abs_cosine_error']:.3f} "
+            f"(correlation {geo['correlation']:.2f}) at r={r}"
+            if geo
+            else ""
+        )
+        t["verdict"] = (
+            "LEAKS GEOMETRY: pairwise similarities of "
+            + what
+            + " are revealed; R is not stored, so the relational loss is the only use of these rows"
+        )
     if kind == "class":
         t["finding"] += "; the table reveals class means"
     return t
@@ -219,19 +262,37 @@ def audit_file(path: str | os.PathLike, *, seed_search: int = SEED_SEARCH) -> di
         tables = []
         for kind in lay.tables:
             phi = fp.table(kind, lay.name)
-            t = _audit_table(kind, phi, lay.d, lay.r, R, m["storage"]["dtype"])
-            t["dtype"] = m["storage"]["dtype"]
+            t = _audit_table(kind, phi, lay.d, lay.r, R, m.storage.dtype)
+            t["dtype"] = m.storage.dtype
             tables.append(t)
-        layers.append({"name": lay.name, "pooling": lay.pooling, "d": lay.d, "r": lay.r,
-                       "r_ge_d": lay.r >= lay.d, "projection": proj, "tables": tables})
-    t, ds = m["teacher"], m["dataset"]
+        layers.append(
+            {
+                "name": lay.name,
+                "pooling": lay.pooling,
+                "d": lay.d,
+                "r": lay.r,
+                "r_ge_d": lay.r >= lay.d,
+                "projection": proj,
+                "tables": tables,
+            }
+        )
+    t, ds = m.teacher, m.dataset
     metadata = {
-        "teacher": {"arch": t.get("arch"), "weights_sha256": t.get("weights_sha256"),
-                    "accuracy": t.get("accuracy"), "trusted_code": t.get("trusted_code"),
-                    "source_kind": t.get("source_kind")},
-        "dataset": {"name": ds.get("name"), "split": ds.get("split"), "num_samples": ds.get("num_samples"),
-                    "num_classes": ds.get("num_classes"), "labels_sha256": ds.get("labels_sha256"),
-                    "order_sha256": ds.get("order_sha256")},
+        "teacher": {
+            "arch": t.arch,
+            "weights_sha256": t.weights_sha256,
+            "accuracy": None if t.accuracy is None else t.accuracy.to_json(),
+            "trusted_code": t.trusted_code,
+            "source_kind": t.source_kind,
+        },
+        "dataset": {
+            "name": ds.name,
+            "split": ds.split,
+            "num_samples": ds.num_samples,
+            "num_classes": ds.num_classes,
+            "labels_sha256": ds.labels_sha256,
+            "order_sha256": ds.order_sha256,
+        },
         "labels_stored": True,
         "sample_digests_stored": True,
         "view_params_stored": fp.view_params is not None,
@@ -240,26 +301,41 @@ def audit_file(path: str | os.PathLike, *, seed_search: int = SEED_SEARCH) -> di
             "sample_digests (first 8 bytes of SHA-256 of each image's pixels) let anyone holding an image "
             "test whether it is in the file (membership), and identify the dataset and its order",
             "teacher identity (weights SHA-256, architecture) and measured accuracy are in the metadata",
-        ] + (["view_params record each view's crop and flip"] if fp.view_params is not None else []),
+        ]
+        + (["view_params record each view's crop and flip"] if fp.view_params is not None else []),
     }
-    if t.get("trusted_code"):
+    if t.trusted_code:
         metadata["notes"].append("the teacher was loaded with --trust-teacher-code (it ran code when loaded)")
-    return {"path": str(fp.path), "format_version": fp.format_version, "num_samples": fp.num_samples,
-            "num_classes": fp.num_classes, "storage": dict(m["storage"]), "layers": layers,
-            "metadata": metadata, "disclaimer": NOT_PRIVATE}
+    return {
+        "path": str(fp.path),
+        "format_version": fp.format_version,
+        "num_samples": fp.num_samples,
+        "num_classes": fp.num_classes,
+        "storage": m.storage.to_json(),
+        "layers": layers,
+        "metadata": metadata,
+        "disclaimer": NOT_PRIVATE,
+    }
 
 
 def format_audit(report: dict) -> str:
     """Human-readable text of :func:`audit_file`'s result."""
-    lines = [f"{report['path']}: privacy audit (fingerprint format {report['format_version']}, "
-             f"{report['num_samples']:,} samples, {report['num_classes']} classes, "
-             f"{report['storage']['dtype']}/{report['storage']['codec']})"]
+    lines = [
+        f"{report['path']}: privacy audit (fingerprint format {report['format_version']}, "
+        f"{report['num_samples']:,} samples, {report['num_classes']} classes, "
+        f"{report['storage']['dtype']}/{report['storage']['codec']})"
+    ]
     for lay in report["layers"]:
         p = lay["projection"]
-        status = {"stored": "stored", "seed": "derivable from its seed", "recovered": "RECOVERED by seed search",
-                  "redacted": "redacted (not stored, no seed)"}[p["status"]]
-        lines.append(f"  layer {lay['name']}: d={lay['d']}, r={lay['r']} ({'r >= d' if lay['r_ge_d'] else 'r < d'}), "
-                     f"R {status}")
+        status = {
+            "stored": "stored",
+            "seed": "derivable from its seed",
+            "recovered": "RECOVERED by seed search",
+            "redacted": "redacted (not stored, no seed)",
+        }[p["status"]]
+        lines.append(
+            f"  layer {lay['name']}: d={lay['d']}, r={lay['r']} ({'r >= d' if lay['r_ge_d'] else 'r < d'}), R {status}"
+        )
         lines.append(f"    {p['how']}")
         for t in lay["tables"]:
             lines.append(f"    table {t['kind']} {t['shape']} {t['dtype']}: {t['holds']}")
@@ -267,10 +343,12 @@ def format_audit(report: dict) -> str:
             lines.append(f"      verdict: {t['verdict']}")
     md = report["metadata"]
     acc = md["teacher"]["accuracy"]
-    lines.append(f"  metadata: teacher {md['teacher']['arch']} (weights sha256 "
-                 f"{str(md['teacher']['weights_sha256'])[:16]}...), accuracy "
-                 + (f"{acc['top1']:.4f}" if isinstance(acc, dict) and "top1" in acc else "not recorded")
-                 + f"; dataset {md['dataset']['name']}/{md['dataset']['split']}")
+    lines.append(
+        f"  metadata: teacher {md['teacher']['arch']} (weights sha256 "
+        f"{str(md['teacher']['weights_sha256'])[:16]}...), accuracy "
+        + (f"{acc['top1']:.4f}" if isinstance(acc, dict) and "top1" in acc else "not recorded")
+        + f"; dataset {md['dataset']['name']}/{md['dataset']['split']}"
+    )
     for note in md["notes"]:
         lines.append(f"    - {note}")
     lines.append(f"  note: {report['disclaimer']}")

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .errors import ConfigError
+from .format.layout import policy_view_count
 from .projection import splitmix64_at
 
 
@@ -35,8 +36,8 @@ class ViewPolicy:
 
     @property
     def num_views(self) -> int:
-        """Number of distinct views of the policy."""
-        return (2 * self.padding + 1) ** 2 * (2 if self.flip else 1)
+        """Number of distinct views of the policy (the K of ``count="all"``)."""
+        return policy_view_count(self.padding, self.flip)
 
     def to_dict(self) -> dict:
         return {"name": "pad_crop_flip", "padding": self.padding, "fill": 0, "flip": self.flip}
@@ -45,8 +46,8 @@ class ViewPolicy:
         """Every view, int16 [V, 3] (top, left, flip), ordered by top, then left, then flip."""
         span = np.arange(2 * self.padding + 1)
         flips = np.array([0, 1] if self.flip else [0])
-        t, l, f = np.meshgrid(span, span, flips, indexing="ij")
-        return np.stack([t.ravel(), l.ravel(), f.ravel()], axis=1).astype(np.int16)
+        top, left, flip = np.meshgrid(span, span, flips, indexing="ij")
+        return np.stack([top.ravel(), left.ravel(), flip.ravel()], axis=1).astype(np.int16)
 
     def sample_views(self, indices: np.ndarray, k: int, seed: int) -> np.ndarray:
         """K seeded random views for each sample index: int16 [B, K, 3].
@@ -74,8 +75,14 @@ class ViewPolicy:
         return self.sample_views(indices, int(count), seed)
 
 
-def make_views(images: torch.Tensor, params: torch.Tensor, padding: int, mean: torch.Tensor,
-               std: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+def make_views(
+    images: torch.Tensor,
+    params: torch.Tensor,
+    padding: int,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    channels_last: bool = False,
+) -> torch.Tensor:
     """Cut the views of a uint8 batch and normalise them.
 
     Args:
@@ -96,12 +103,12 @@ def make_views(images: torch.Tensor, params: torch.Tensor, padding: int, mean: t
     top, left, flip = params[..., 0], params[..., 1], params[..., 2]
     ar_h = torch.arange(h, device=dev)
     ar_w = torch.arange(w, device=dev)
-    rows = top[..., None] + ar_h                                        # [B, K, H]
-    cols_fwd = left[..., None] + ar_w                                   # [B, K, W]
+    rows = top[..., None] + ar_h  # [B, K, H]
+    cols_fwd = left[..., None] + ar_w  # [B, K, W]
     cols = torch.where(flip[..., None].bool(), cols_fwd.flip(-1), cols_fwd)
     bidx = torch.arange(b, device=dev)[:, None, None, None]
-    views = hwc[bidx, rows[..., :, None], cols[..., None, :]]           # [B, K, H, W, C]
-    views = views.reshape(b * k, h, w, c).permute(0, 3, 1, 2)           # channels-last strides
+    views = hwc[bidx, rows[..., :, None], cols[..., None, :]]  # [B, K, H, W, C]
+    views = views.reshape(b * k, h, w, c).permute(0, 3, 1, 2)  # channels-last strides
     x = views.to(torch.float32).div(255)
     x = x.sub(mean.to(dev).view(1, c, 1, 1)).div(std.to(dev).view(1, c, 1, 1))
     return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)

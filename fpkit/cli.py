@@ -68,63 +68,123 @@ def _tables(ctx, param, value: str) -> tuple[str, ...]:
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output .h5 (default: TEACHER-DATASET-SPLIT.h5).")
 @click.option("--force", is_flag=True, help="Replace an existing output (and discard an interrupted build).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted build from its last finished chunk.")
-@click.option("--root", default="data", show_default=True, type=click.Path(file_okay=False),
-              help="Folder holding (or to receive) torchvision datasets.")
-@click.option("--split", type=click.Choice(["train", "test"]), default=None,
-              help="Dataset split to fingerprint (default: train; test for the embedded sample).")
+@click.option(
+    "--root",
+    default="data",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Folder holding (or to receive) torchvision datasets.",
+)
+@click.option(
+    "--split",
+    type=click.Choice(["train", "test"]),
+    default=None,
+    help="Dataset split to fingerprint (default: train; test for the embedded sample).",
+)
 @click.option("--no-download", is_flag=True, help="Never try to download a missing dataset.")
-@click.option("--normalize", default=None, help="Input normalisation: cifar10, cifar100, fashionmnist, imagenet, none "
-              "or 'm1,m2,m3:s1,s2,s3' (default: the dataset's).")
-@click.option("--arch", default=None, help="Architecture of a weights-only TEACHER: resnet56, torchvision:resnet18, "
-              "package.module:callable (default: inferred for CIFAR ResNets).")
+@click.option(
+    "--normalize",
+    default=None,
+    help="Input normalisation: cifar10, cifar100, fashionmnist, imagenet, none "
+    "or 'm1,m2,m3:s1,s2,s3' (default: the dataset's).",
+)
+@click.option(
+    "--arch",
+    default=None,
+    help="Architecture of a weights-only TEACHER: resnet56, torchvision:resnet18, "
+    "package.module:callable (default: inferred for CIFAR ResNets).",
+)
 @click.option("--num-classes", type=int, default=None, help="Classifier width, if it cannot be read from the weights.")
-@click.option("--layer", "layers", multiple=True, help="Module name to tap (repeatable; default: the feature that "
-              "feeds the classifier, layer3 for CIFAR ResNets). List them with `fpkit layers TEACHER`.")
+@click.option(
+    "--layer",
+    "layers",
+    multiple=True,
+    help="Module name to tap (repeatable; default: the feature that "
+    "feeds the classifier, layer3 for CIFAR ResNets). List them with `fpkit layers TEACHER`.",
+)
 @click.option("--r", type=int, default=128, show_default=True, help="Projection width r.")
-@click.option("--seed", type=int, default=None,
-              help="Projection seed; layer i uses seed + i (default 0; with --redact a secret random seed).")
-@click.option("--views", type=_Views(), default=8, show_default=True,
-              help="Augmented views per image: K seeded random views, or 'all' for the exact expectation.")
+@click.option(
+    "--seed",
+    type=int,
+    default=None,
+    help="Projection seed; layer i uses seed + i (default 0; with --redact a secret random seed).",
+)
+@click.option(
+    "--views",
+    type=_Views(),
+    default=8,
+    show_default=True,
+    help="Augmented views per image: K seeded random views, or 'all' for the exact expectation.",
+)
 @click.option("--view-seed", type=int, default=None, help="Seed of the random views (default 0).")
 @click.option("--padding", type=int, default=4, show_default=True, help="Zero padding of the random crop, pixels.")
 @click.option("--no-flip", is_flag=True, help="Views without horizontal flips.")
 @click.option("--replay", is_flag=True, help="Also store every view's fingerprint and crop/flip for exact replay.")
-@click.option("--tables", default="sample,class", show_default=True, callback=_tables,
-              help="Which tables to store, comma-separated: sample, class, or sample,class for both.")
-@click.option("--dtype", type=click.Choice(["float16", "float32", "int8"]), default="float16", show_default=True,
-              help="Storage dtype of the tables (int8 keeps one float32 scale per row).")
-@click.option("--codec", type=click.Choice(["none", "gzip", "zstd"]), default="none", show_default=True,
-              help="Compression; zstd needs hdf5plugin in tools other than fpkit.")
+@click.option(
+    "--tables",
+    default="sample,class",
+    show_default=True,
+    callback=_tables,
+    help="Which tables to store, comma-separated: sample, class, or sample,class for both.",
+)
+@click.option(
+    "--dtype",
+    type=click.Choice(["float16", "float32", "int8"]),
+    default="float16",
+    show_default=True,
+    help="Storage dtype of the tables (int8 keeps one float32 scale per row).",
+)
+@click.option(
+    "--codec",
+    type=click.Choice(["none", "gzip", "zstd"]),
+    default="none",
+    show_default=True,
+    help="Compression; zstd needs hdf5plugin in tools other than fpkit.",
+)
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
-@click.option("--batch-size", type=int, default=512, show_default=True, help="Views per teacher forward pass (512 suits GPUs; on a CPU also try 64).")
+@click.option(
+    "--batch-size",
+    type=int,
+    default=512,
+    show_default=True,
+    help="Views per teacher forward pass (512 suits GPUs; on a CPU also try 64).",
+)
 @click.option("--num-workers", type=int, default=0, show_default=True, help="DataLoader workers decoding images.")
-@click.option("--autocast", type=click.Choice(["bfloat16", "float16"]), default=None,
-              help="Run the teacher under autocast (recorded in the file).")
-@click.option("--pooling", type=click.Choice(["auto", "avg", "token_mean", "token_cls", "none"]), default="auto",
-              show_default=True, help="How a layer's output becomes a vector (auto: avg for maps, token mean for tokens).")
+@click.option(
+    "--autocast",
+    type=click.Choice(["bfloat16", "float16"]),
+    default=None,
+    help="Run the teacher under autocast (recorded in the file).",
+)
+@click.option(
+    "--pooling",
+    type=click.Choice(["auto", "avg", "token_mean", "token_cls", "none"]),
+    default="auto",
+    show_default=True,
+    help="How a layer's output becomes a vector (auto: avg for maps, token mean for tokens).",
+)
 @click.option("--redact", is_flag=True, help="Leave R and its seed out of the file (relational loss only).")
-@click.option("--trust-teacher-code", is_flag=True,
-              help="Allow a TEACHER that runs code when loaded (pickled module, TorchScript, torch.export).")
+@click.option(
+    "--trust-teacher-code",
+    is_flag=True,
+    help="Allow a TEACHER that runs code when loaded (pickled module, TorchScript, torch.export).",
+)
 @click.option("--chunk-size", type=int, default=1024, show_default=True, help="Samples per resumable chunk.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
-def build(teacher, dataset, output, force, resume, root, split, no_download, normalize, arch, num_classes, layers,
-          r, seed, views, view_seed, padding, no_flip, replay, tables, dtype, codec, device, batch_size,
-          num_workers, autocast, pooling, redact, trust_teacher_code, chunk_size, quiet, as_json):
+def build(no_flip, no_download, quiet, as_json, **options):
     """Run TEACHER once over DATASET and write its fingerprint file.
 
     TEACHER: a state_dict / checkpoint (.pt, .pth) or .safetensors file, or 'embedded' (a small
     CIFAR-10 ResNet-8 shipped with fpkit).  DATASET: cifar10, cifar100, fashionmnist,
     imagefolder:PATH, synthetic[:N[xC]] or 'embedded' (500 CIFAR-10 test images shipped with fpkit).
     """
-    from .build import BuildOptions, build as run_build
+    from .build import BuildOptions
+    from .build import build as run_build
+
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    opts = BuildOptions(teacher=teacher, dataset=dataset, output=output, root=root, split=split, arch=arch,
-                        num_classes=num_classes, layers=layers, r=r, seed=seed, views=views, view_seed=view_seed,
-                        padding=padding, flip=not no_flip, replay=replay, tables=tables, dtype=dtype, codec=codec,
-                        device=device, batch_size=batch_size, num_workers=num_workers, autocast=autocast,
-                        pooling=pooling, redact=redact, trust_teacher_code=trust_teacher_code, force=force,
-                        resume=resume, chunk_size=chunk_size, normalize=normalize, download=not no_download)
+    # every other option has the name of its BuildOptions field
+    opts = BuildOptions(**options, flip=not no_flip, download=not no_download)
     res = run_build(opts, quiet=quiet)
     if as_json:
         d = {k: (str(v) if k == "path" else v) for k, v in res.__dict__.items()}
@@ -138,28 +198,35 @@ def _raise_interrupt(signum, frame):
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=True))
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout (nothing else there).")
-@click.option("--plot", type=click.Path(dir_okay=False), default=None,
-              help="Also write a PNG picture: per-class cosine similarity and samples' cosine to their class.")
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also write a PNG picture: per-class cosine similarity and samples' cosine to their class.",
+)
 @click.option("--layer", default=None, help="Layer to plot (default: the first).")
 def inspect(file, as_json, plot, layer):
     """Summarise a fingerprint FILE: provenance, teacher, dataset, layers, tables, sizes, fidelity."""
     from .format import open_fingerprints
     from .summary import format_summary, summarize
+
     fp = open_fingerprints(file)
     s = summarize(fp)
     click.echo(json.dumps(s, indent=2) if as_json else format_summary(s))
     if plot:
         from .plot import plot_file
+
         plot_file(fp, plot, layer)
         click.echo(f"fpkit: wrote {plot}", err=True)
 
 
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=True))
-@click.option("--json", "as_json", is_flag=True, help="Print {\"ok\": ..., \"problems\": [...]} on stdout.")
+@click.option("--json", "as_json", is_flag=True, help='Print {"ok": ..., "problems": [...]} on stdout.')
 def verify(file, as_json):
     """Check FILE completely (completion, schema, checksums, digests); exit 0 only if intact."""
     from .format import verify_fingerprints
+
     problems = verify_fingerprints(file)
     if as_json:
         click.echo(json.dumps({"path": file, "ok": not problems, "problems": problems}, indent=2))
@@ -177,6 +244,7 @@ def audit(file, as_json):
     """Report what FILE reveals: per layer and table, d, r, whether R is stored or derivable, and how
     much of the teacher's features can be reconstructed from the fingerprints."""
     from .audit import audit_file, format_audit
+
     report = audit_file(file)
     click.echo(json.dumps(report, indent=2) if as_json else format_audit(report))
 
@@ -192,14 +260,20 @@ def layers(teacher, arch, num_classes, in_channels, trust_teacher_code):
     from .errors import ConfigError
     from .features import default_layer, list_layers, tap_refusal
     from .teachers import load_embedded_teacher, load_teacher
-    t = load_embedded_teacher() if teacher == "embedded" else load_teacher(
-        teacher, arch=arch, num_classes=num_classes, in_channels=in_channels, trust_code=trust_teacher_code)
+
+    t = (
+        load_embedded_teacher()
+        if teacher == "embedded"
+        else load_teacher(
+            teacher, arch=arch, num_classes=num_classes, in_channels=in_channels, trust_code=trust_teacher_code
+        )
+    )
     refusal = tap_refusal(t.model)
     if refusal:
         raise ConfigError(refusal)
     try:
         default = t.default_layer or default_layer(t.model)
-    except ConfigError:   # no classifier to find: list the names, none marked, and say so
+    except ConfigError:  # no classifier to find: list the names, none marked, and say so
         default = None
         click.echo("fpkit: no default layer could be guessed (no final Linear); pass --layer to build", err=True)
     for name, kind in list_layers(t.model):

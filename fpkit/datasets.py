@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from .errors import ConfigError, FpkitFileNotFoundError, FormatError
+from .errors import ConfigError, FormatError, FpkitFileNotFoundError
 
 # Channel statistics of each training split (RepDistiller's constants for CIFAR-100).
 NORMALIZE: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
@@ -35,8 +35,13 @@ class ArrayImageDataset(torch.utils.data.Dataset):
     """Map-style dataset over uint8 images held in memory ([N, H, W, C] or [N, H, W]), yielding
     ``(PIL image, label)`` like torchvision's datasets, with optional transforms."""
 
-    def __init__(self, images: np.ndarray, labels: Sequence[int], transform: Callable | None = None,
-                 target_transform: Callable | None = None):
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: Sequence[int],
+        transform: Callable | None = None,
+        target_transform: Callable | None = None,
+    ):
         self.images = images
         self.targets = [int(x) for x in labels]
         self.transform, self.target_transform = transform, target_transform
@@ -64,8 +69,8 @@ class ImageSource:
     labels: np.ndarray
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    image_shape: tuple[int, int, int]          # C, H, W
-    _array: np.ndarray | None = field(default=None, repr=False)   # [N, H, W, C] or [N, H, W] uint8
+    image_shape: tuple[int, int, int]  # C, H, W
+    _array: np.ndarray | None = field(default=None, repr=False)  # [N, H, W, C] or [N, H, W] uint8
     _make_torch: Callable[..., torch.utils.data.Dataset] | None = field(default=None, repr=False)
     _plain: torch.utils.data.Dataset | None = field(default=None, repr=False)
 
@@ -97,24 +102,72 @@ class ImageSource:
         c, h, w = self.image_shape
         got = arr.shape[:2]
         if got != (h, w):
-            raise FormatError(f"{self.name}: image {i} is {got[1]}x{got[0]} pixels but the first is {w}x{h}; "
-                              "fingerprint views need images of one size: resize the folder first")
+            raise FormatError(
+                f"{self.name}: image {i} is {got[1]}x{got[0]} pixels but the first is {w}x{h}; "
+                "fingerprint views need images of one size: resize the folder first"
+            )
         return arr
 
-    def torch_dataset(self, transform: Callable | None = None,
-                      target_transform: Callable | None = None) -> torch.utils.data.Dataset:
+    def torch_dataset(
+        self, transform: Callable | None = None, target_transform: Callable | None = None
+    ) -> torch.utils.data.Dataset:
         """The split as a map-style dataset yielding ``(PIL image, label)`` in file order."""
         assert self._make_torch is not None
         return self._make_torch(transform=transform, target_transform=target_transform)
 
+    def load_all(self, num_workers: int = 0, chunk: int = 1000) -> torch.Tensor:
+        """Every image of the split as one uint8 tensor [N, C, H, W] on the CPU, in file order.
+
+        Args:
+            num_workers: DataLoader workers decoding ``chunk`` images each (0: this process).
+            chunk: images per :meth:`get_batch` call.
+
+        Raises:
+            FormatError: an image's size differs from the first one's.
+        """
+        n = len(self)
+        steps = [list(range(s, min(n, s + chunk))) for s in range(0, n, chunk)]
+        if num_workers <= 0:
+            return torch.cat([self.get_batch(idx) for idx in steps])
+        loader = torch.utils.data.DataLoader(BatchFetch(self), batch_size=None, sampler=steps, num_workers=num_workers)
+        return torch.cat([images for images, _ in loader])
+
     def identity(self) -> dict:
         c, h, w = self.image_shape
-        return {"name": self.name, "split": self.split, "image_shape": [h, w, c],     # the spec's H, W, channels
-                "normalize": {"mean": list(self.mean), "std": list(self.std)}}
+        return {
+            "name": self.name,
+            "split": self.split,
+            "image_shape": [h, w, c],  # the spec's H, W, channels
+            "normalize": {"mean": list(self.mean), "std": list(self.std)},
+        }
 
 
-def open_source(name: str, root: str | os.PathLike = "data", split: str | None = None, *,
-                download: bool = True, normalize: str | None = None) -> ImageSource:
+class BatchFetch(torch.utils.data.Dataset):
+    """An :class:`ImageSource` as a dataset of whole batches, so DataLoader workers decode a batch each.
+
+    Item ``idx`` (a sequence of sample indices) is ``(uint8 [B, C, H, W], int64 [B] indices)``; use it as
+    ``DataLoader(BatchFetch(source), batch_size=None, sampler=[[0, 1, ...], ...], num_workers=N)``.
+    """
+
+    def __init__(self, source: ImageSource):
+        self.source = source
+
+    def __getitem__(self, idx: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = np.asarray(idx, dtype=np.int64)
+        return self.source.get_batch(idx), torch.from_numpy(idx)
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+
+def open_source(
+    name: str,
+    root: str | os.PathLike = "data",
+    split: str | None = None,
+    *,
+    download: bool = True,
+    normalize: str | None = None,
+) -> ImageSource:
     """Open a dataset split by name (see :data:`DATASET_NAMES`).
 
     Args:
@@ -162,8 +215,9 @@ def parse_normalize(spec: str, channels: int) -> tuple[tuple[float, ...], tuple[
             mean = tuple(float(x) for x in m.split(","))
             std = tuple(float(x) for x in s.split(","))
         except ValueError as e:
-            raise ConfigError(f"normalisation {spec!r} is neither a preset ({', '.join(NORMALIZE)}, none) "
-                              "nor 'm1,m2,m3:s1,s2,s3'") from e
+            raise ConfigError(
+                f"normalisation {spec!r} is neither a preset ({', '.join(NORMALIZE)}, none) nor 'm1,m2,m3:s1,s2,s3'"
+            ) from e
     if len(mean) != channels or len(std) != channels or min(std) <= 0 or not np.isfinite(mean + std).all():
         raise ConfigError(f"normalisation {spec!r} needs {channels} finite means and {channels} finite positive stds")
     return tuple(mean), tuple(std)
@@ -171,65 +225,108 @@ def parse_normalize(spec: str, channels: int) -> tuple[tuple[float, ...], tuple[
 
 def _cifar(key: str, root: Path, split: str, download: bool) -> ImageSource:
     from torchvision import datasets
+
     cls = datasets.CIFAR10 if key == "cifar10" else datasets.CIFAR100
     folder = root / ("cifar-10-batches-py" if key == "cifar10" else "cifar-100-python")
 
     def make(transform=None, target_transform=None):
-        return cls(str(root), train=split == "train", transform=transform, target_transform=target_transform,
-                   download=False)
+        return cls(
+            str(root), train=split == "train", transform=transform, target_transform=target_transform, download=False
+        )
 
-    ds = _torchvision_open(lambda: cls(str(root), train=split == "train", download=download),
-                           key, folder, root, download)
+    ds = _torchvision_open(
+        lambda: cls(str(root), train=split == "train", download=download), key, folder, root, download
+    )
     mean, std = NORMALIZE[key]
-    return ImageSource(key, split, list(ds.classes), np.asarray(ds.targets, dtype=np.int64), mean, std,
-                       (3, 32, 32), _array=ds.data, _make_torch=make)
+    return ImageSource(
+        key,
+        split,
+        list(ds.classes),
+        np.asarray(ds.targets, dtype=np.int64),
+        mean,
+        std,
+        (3, 32, 32),
+        _array=ds.data,
+        _make_torch=make,
+    )
 
 
 def _fashionmnist(root: Path, split: str, download: bool) -> ImageSource:
     from torchvision import datasets
 
     def make(transform=None, target_transform=None):
-        return datasets.FashionMNIST(str(root), train=split == "train", transform=transform,
-                                     target_transform=target_transform, download=False)
+        return datasets.FashionMNIST(
+            str(root), train=split == "train", transform=transform, target_transform=target_transform, download=False
+        )
 
-    ds = _torchvision_open(lambda: datasets.FashionMNIST(str(root), train=split == "train", download=download),
-                           "fashionmnist", root / "FashionMNIST" / "raw", root, download)
+    ds = _torchvision_open(
+        lambda: datasets.FashionMNIST(str(root), train=split == "train", download=download),
+        "fashionmnist",
+        root / "FashionMNIST" / "raw",
+        root,
+        download,
+    )
     mean, std = NORMALIZE["fashionmnist"]
-    return ImageSource("fashionmnist", split, list(ds.classes), ds.targets.numpy().astype(np.int64), mean, std,
-                       (1, 28, 28), _array=ds.data.numpy(), _make_torch=make)
+    return ImageSource(
+        "fashionmnist",
+        split,
+        list(ds.classes),
+        ds.targets.numpy().astype(np.int64),
+        mean,
+        std,
+        (1, 28, 28),
+        _array=ds.data.numpy(),
+        _make_torch=make,
+    )
 
 
 def _torchvision_open(open_fn, key: str, folder: Path, root: Path, download: bool):
     try:
         return open_fn()
-    except (RuntimeError, OSError) as e:   # torchvision: "Dataset not found"; URLError is an OSError
-        why = (f"could not be downloaded ({type(e).__name__}: {str(e)[:80]})" if download
-               else "downloading was turned off (--no-download)")
+    except (RuntimeError, OSError) as e:  # torchvision: "Dataset not found"; URLError is an OSError
+        why = (
+            f"could not be downloaded ({type(e).__name__}: {str(e)[:80]})"
+            if download
+            else "downloading was turned off (--no-download)"
+        )
         raise FpkitFileNotFoundError(
             f"{key} is not in {folder} and {why}; put the torchvision files there or pass --root DIR "
-            "pointing to the folder that holds them") from e
+            "pointing to the folder that holds them"
+        ) from e
 
 
 def _imagefolder(path: Path, split: str) -> ImageSource:
     from torchvision import datasets
+
     folder = path / split if (path / split).is_dir() else path
     if not folder.is_dir():
-        raise FpkitFileNotFoundError(f"image folder {folder} does not exist; give imagefolder:PATH with "
-                                     "PATH/<class>/<image> or PATH/<split>/<class>/<image>")
+        raise FpkitFileNotFoundError(
+            f"image folder {folder} does not exist; give imagefolder:PATH with "
+            "PATH/<class>/<image> or PATH/<split>/<class>/<image>"
+        )
     try:
         probe = datasets.ImageFolder(str(folder))
     except (FileNotFoundError, RuntimeError) as e:
         raise FpkitFileNotFoundError(f"no images found under {folder} ({e}); expected {folder}/<class>/<image>") from e
 
     def make(transform=None, target_transform=None):
-        return datasets.ImageFolder(str(folder), transform=transform, target_transform=target_transform,
-                                    loader=_rgb_loader)
+        return datasets.ImageFolder(
+            str(folder), transform=transform, target_transform=target_transform, loader=_rgb_loader
+        )
 
     first = np.asarray(_rgb_loader(probe.samples[0][0]))
     h, w = first.shape[:2]
     mean, std = NORMALIZE["imagenet"]
-    return ImageSource(f"imagefolder:{folder}", split, list(probe.classes),
-                       np.asarray(probe.targets, dtype=np.int64), mean, std, (3, h, w), _make_torch=make)
+    return ImageSource(
+        f"imagefolder:{folder}",
+        split,
+        list(probe.classes),
+        np.asarray(probe.targets, dtype=np.int64),
+        mean,
+        std,
+        (3, h, w),
+        _make_torch=make,
+    )
 
 
 def _rgb_loader(path: str) -> Image.Image:
@@ -237,7 +334,7 @@ def _rgb_loader(path: str) -> Image.Image:
     try:
         with open(path, "rb") as fh:
             return Image.open(fh).convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:   # PIL raises all of these
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:  # PIL raises all of these
         if isinstance(e, (FileNotFoundError, PermissionError)):
             raise
         raise FormatError(f"{path} is not a readable image ({type(e).__name__}); remove or replace it") from e
@@ -254,10 +351,19 @@ def _synthetic(key: str, split: str) -> ImageSource:
     if n < 1 or c < 1:
         raise ConfigError(f"synthetic dataset needs N >= 1 and C >= 1, got {n}, {c}")
     images, labels = synthetic_images(n, c, seed=0 if split == "train" else 1)
-    return ImageSource(f"synthetic:{n}x{c}", split, [f"class{i}" for i in range(c)], labels,
-                       (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), (3, 32, 32), _array=images,
-                       _make_torch=lambda transform=None, target_transform=None:
-                       ArrayImageDataset(images, labels, transform, target_transform))
+    return ImageSource(
+        f"synthetic:{n}x{c}",
+        split,
+        [f"class{i}" for i in range(c)],
+        labels,
+        (0.5, 0.5, 0.5),
+        (0.25, 0.25, 0.25),
+        (3, 32, 32),
+        _array=images,
+        _make_torch=lambda transform=None, target_transform=None: ArrayImageDataset(
+            images, labels, transform, target_transform
+        ),
+    )
 
 
 def synthetic_images(n: int, c: int, seed: int = 0, size: int = 32) -> tuple[np.ndarray, np.ndarray]:
@@ -275,15 +381,28 @@ def synthetic_images(n: int, c: int, seed: int = 0, size: int = 32) -> tuple[np.
 
 def _embedded(split: str) -> ImageSource:
     if split != "test":
-        raise ConfigError(f"the embedded sample has only a test split (500 CIFAR-10 test images), not {split!r}; "
-                          "leave --split out or pass --split test")
+        raise ConfigError(
+            f"the embedded sample has only a test split (500 CIFAR-10 test images), not {split!r}; "
+            "leave --split out or pass --split test"
+        )
     ref = resources.files("fpkit.data").joinpath("embedded_sample.npz")
     if not ref.is_file():
-        raise FpkitFileNotFoundError("the embedded sample fpkit/data/embedded_sample.npz is missing from "
-                                     "this installation; reinstall fpkit")
+        raise FpkitFileNotFoundError(
+            "the embedded sample fpkit/data/embedded_sample.npz is missing from this installation; reinstall fpkit"
+        )
     with resources.as_file(ref) as p, np.load(p, allow_pickle=False) as z:
         images, labels, classes = z["images"], z["labels"].astype(np.int64), [str(x) for x in z["classes"]]
     mean, std = NORMALIZE["cifar10"]
-    return ImageSource("embedded", "test", classes, labels, mean, std, (3, 32, 32), _array=images,
-                       _make_torch=lambda transform=None, target_transform=None:
-                       ArrayImageDataset(images, labels, transform, target_transform))
+    return ImageSource(
+        "embedded",
+        "test",
+        classes,
+        labels,
+        mean,
+        std,
+        (3, 32, 32),
+        _array=images,
+        _make_torch=lambda transform=None, target_transform=None: ArrayImageDataset(
+            images, labels, transform, target_transform
+        ),
+    )

@@ -38,13 +38,10 @@ def resolve_pooling(ndim: int, pooling: str) -> str:
         ConfigError: unknown pooling name, or a pooling that does not fit ``ndim``.
     """
     if pooling != "auto" and pooling not in POOLINGS:
-        raise ConfigError(
-            f"unknown pooling {pooling!r}; use one of: auto, {', '.join(POOLINGS)}"
-        )
+        raise ConfigError(f"unknown pooling {pooling!r}; use one of: auto, {', '.join(POOLINGS)}")
     if ndim not in _AUTO_BY_NDIM:
         raise ConfigError(
-            f"cannot pool a {ndim}-D layer output; tap a layer whose output is "
-            "[B, C, H, W], [B, T, D] or [B, D]"
+            f"cannot pool a {ndim}-D layer output; tap a layer whose output is [B, C, H, W], [B, T, D] or [B, D]"
         )
     if pooling == "auto":
         return _AUTO_BY_NDIM[ndim]
@@ -74,9 +71,7 @@ def pool_features(x: torch.Tensor, pooling: str = "auto") -> torch.Tensor:
         ConfigError: unknown pooling, or a pooling that does not fit the rank of ``x``.
     """
     if not isinstance(x, torch.Tensor):
-        raise ConfigError(
-            f"expected a tensor layer output, got {type(x).__name__}; tap a module returning a tensor"
-        )
+        raise ConfigError(f"expected a tensor layer output, got {type(x).__name__}; tap a module returning a tensor")
     mode = resolve_pooling(x.ndim, pooling)
     x = x.float()
     if mode == "avg":
@@ -225,8 +220,7 @@ class LayerTap:
         for name in self.layers:
             if not isinstance(name, str) or not name:
                 raise ConfigError(
-                    f"layer names must be non-empty strings, got {name!r}; "
-                    "list the names with `fpkit layers TEACHER`"
+                    f"layer names must be non-empty strings, got {name!r}; list the names with `fpkit layers TEACHER`"
                 )
             try:
                 modules.append(model.get_submodule(name))
@@ -271,8 +265,7 @@ class LayerTap:
         for name in self.layers:
             if name not in captured:
                 raise ConfigError(
-                    f"layer {name!r} did not run during the forward pass; tap a module "
-                    "on the path from input to output"
+                    f"layer {name!r} did not run during the forward pass; tap a module on the path from input to output"
                 )
             value = captured[name]
             if not isinstance(value, torch.Tensor):

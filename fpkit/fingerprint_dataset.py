@@ -12,7 +12,7 @@ spawn) can use it directly.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -21,7 +21,7 @@ from PIL import Image
 
 from .errors import ConfigError, MismatchError
 from .format import FingerprintFile, open_fingerprints
-from .format.writer import labels_sha256, sample_digest
+from .format.digests import labels_sha256, sample_digest
 
 
 class FingerprintDataset(torch.utils.data.Dataset):
@@ -47,9 +47,17 @@ class FingerprintDataset(torch.utils.data.Dataset):
         ConfigError: the file lacks the table asked for, or the options contradict each other.
     """
 
-    def __init__(self, fp: str | os.PathLike | FingerprintFile, dataset: Any, *, table: str = "sample",
-                 layer: str | None = None, transform: Callable | None = None, replay: bool = False,
-                 check_samples: int = 16):
+    def __init__(
+        self,
+        fp: str | os.PathLike | FingerprintFile,
+        dataset: Any,
+        *,
+        table: str = "sample",
+        layer: str | None = None,
+        transform: Callable | None = None,
+        replay: bool = False,
+        check_samples: int = 16,
+    ):
         self.fp = fp if isinstance(fp, FingerprintFile) else open_fingerprints(fp, load_views=replay)
         self.dataset = dataset
         self.transform = transform
@@ -65,7 +73,7 @@ class FingerprintDataset(torch.utils.data.Dataset):
             if table != "sample":
                 raise ConfigError("replay returns each view's own fingerprint: use table='sample'")
             self._tables = {n: self.fp.table("views", n) for n in self.layers}
-            self.padding = int(self.fp.metadata["views"]["policy"]["padding"])
+            self.padding = int(self.fp.metadata.views.policy["padding"])
         elif table != "index":
             self._tables = {n: self.fp.table(table, n) for n in self.layers}
         else:
@@ -85,27 +93,37 @@ class FingerprintDataset(torch.utils.data.Dataset):
         if self.table_kind == "class":
             return
         if len(ds) != fp.num_samples:
-            raise MismatchError(f"{where}: it has {len(ds)} samples, the file {fp.num_samples}; "
-                                "wrap the same split the file was built from")
+            raise MismatchError(
+                f"{where}: it has {len(ds)} samples, the file {fp.num_samples}; "
+                "wrap the same split the file was built from"
+            )
         targets = getattr(ds, "targets", None)
         if targets is not None:
             labels = np.asarray(targets, dtype=np.int64)
-            if labels_sha256(labels) != fp.metadata["dataset"]["labels_sha256"]:
+            if labels_sha256(labels) != fp.metadata.dataset.labels_sha256:
                 i = int(np.nonzero(labels != fp.labels)[0][0])
-                raise MismatchError(f"{where}: label of sample {i} is {labels[i]} there and {fp.labels[i]} in the "
-                                    "file (a different split, order or relabelling)")
+                raise MismatchError(
+                    f"{where}: label of sample {i} is {labels[i]} there and {fp.labels[i]} in the "
+                    "file (a different split, order or relabelling)"
+                )
         for i in np.unique(np.linspace(0, len(ds) - 1, num=min(check_samples, len(ds))).astype(int)):
             img, label = ds[int(i)]
             if int(label) != int(fp.labels[i]):
-                raise MismatchError(f"{where}: label of sample {i} is {int(label)} there and {fp.labels[i]} in the file")
+                raise MismatchError(
+                    f"{where}: label of sample {i} is {int(label)} there and {fp.labels[i]} in the file"
+                )
             pixels = _pixels(img)
             if pixels is None:
-                raise MismatchError(f"{where}: sample {i} is a {type(img).__name__}, not a raw image; pass the dataset "
-                                    "without a transform and give transform= to FingerprintDataset "
-                                    "(or check_samples=0 to skip this check)")
+                raise MismatchError(
+                    f"{where}: sample {i} is a {type(img).__name__}, not a raw image; pass the dataset "
+                    "without a transform and give transform= to FingerprintDataset "
+                    "(or check_samples=0 to skip this check)"
+                )
             if sample_digest(pixels) != int(fp.sample_digests[i]):
-                raise MismatchError(f"{where}: the pixels of sample {i} differ from those the file was built from "
-                                    "(different images or a different order)")
+                raise MismatchError(
+                    f"{where}: the pixels of sample {i} differ from those the file was built from "
+                    "(different images or a different order)"
+                )
 
     # ------------------------------------------------------------------ access
     def __len__(self) -> int:
@@ -130,8 +148,9 @@ class FingerprintDataset(torch.utils.data.Dataset):
             return img, label, target
         return img, label, target[self.layers[0]]
 
-    def target_table(self, device: str | torch.device = "cpu", layer: str | None = None,
-                     kind: str = "sample") -> torch.Tensor:
+    def target_table(
+        self, device: str | torch.device = "cpu", layer: str | None = None, kind: str = "sample"
+    ) -> torch.Tensor:
         """The whole float32 table [N or C, r] as one tensor on ``device``, for gathering targets by
         index inside the training loop (``table[idx]`` with ``table="index"`` batches)."""
         name = layer or self.layers[0]
@@ -159,5 +178,3 @@ def _pixels(img: Any) -> np.ndarray | None:
     if isinstance(img, torch.Tensor) and img.dtype == torch.uint8:
         return img.permute(1, 2, 0).numpy() if img.ndim == 3 and img.shape[0] in (1, 3) else img.numpy()
     return None
-
-

@@ -80,8 +80,13 @@ def fingerprint_loss(phi_s: torch.Tensor, phi_t: torch.Tensor, reduction: str = 
     """
     if reduction not in _REDUCTIONS:
         raise ConfigError(f"unknown reduction {reduction!r}; use one of: {', '.join(_REDUCTIONS)}")
-    _check_pair("phi_s", phi_s, "phi_t", phi_t, "project the student with the fingerprint file's R and "
-                "pass the teacher rows of the same batch")
+    _check_pair(
+        "phi_s",
+        phi_s,
+        "phi_t",
+        phi_t,
+        "project the student with the fingerprint file's R and pass the teacher rows of the same batch",
+    )
     s, t = _common(phi_s, phi_t)
     loss = 1.0 - F.cosine_similarity(s, t, dim=1)
     if reduction == "mean":
@@ -114,8 +119,7 @@ def relational_loss(student_feats: torch.Tensor, teacher_fp: torch.Tensor) -> to
         raise ConfigError(f"student_feats must be a torch.Tensor, got {type(student_feats).__name__}")
     if student_feats.ndim < 2:
         raise MismatchError(
-            f"student_feats must be [B, *] with at least 2 dims, got shape {list(student_feats.shape)}; "
-            "pass a batch"
+            f"student_feats must be [B, *] with at least 2 dims, got shape {list(student_feats.shape)}; pass a batch"
         )
     _check_2d("teacher_fp", teacher_fp)
     if student_feats.shape[0] != teacher_fp.shape[0]:
@@ -125,9 +129,7 @@ def relational_loss(student_feats: torch.Tensor, teacher_fp: torch.Tensor) -> to
         )
     B = teacher_fp.shape[0]
     if B < 2:
-        raise ConfigError(
-            f"relational_loss needs a batch of at least 2 samples, got {B}; use a larger batch"
-        )
+        raise ConfigError(f"relational_loss needs a batch of at least 2 samples, got {B}; use a larger batch")
     _check_finite("student_feats", student_feats)
     _check_finite("teacher_fp", teacher_fp)
     s, t = _common(student_feats.reshape(B, -1), teacher_fp)
@@ -149,8 +151,13 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float
     """
     if not _is_real(T) or T <= 0:
         raise ConfigError(f"temperature T must be a positive number, got {T!r}; the usual value is 4")
-    _check_pair("student_logits", student_logits, "teacher_logits", teacher_logits,
-                "both must be [B, classes] for the same batch")
+    _check_pair(
+        "student_logits",
+        student_logits,
+        "teacher_logits",
+        teacher_logits,
+        "both must be [B, classes] for the same batch",
+    )
     s, t = _common(student_logits, teacher_logits)
     log_p_s = F.log_softmax(s / T, dim=1)
     log_p_t = F.log_softmax(t / T, dim=1)
@@ -176,9 +183,7 @@ class LinearWarmup:
             raise ConfigError(f"lambda must be a finite number >= 0, got {final!r}; the source uses 0.1")
         integral = isinstance(warmup_epochs, numbers.Integral) and not isinstance(warmup_epochs, bool)
         if not integral or warmup_epochs < 0:
-            raise ConfigError(
-                f"warmup_epochs must be an int >= 0, got {warmup_epochs!r}; use 0 for a constant lambda"
-            )
+            raise ConfigError(f"warmup_epochs must be an int >= 0, got {warmup_epochs!r}; use 0 for a constant lambda")
         self.final = float(final)
         self.warmup_epochs = int(warmup_epochs)
 
@@ -226,9 +231,7 @@ class DistillLoss(nn.Module):
         """
         super().__init__()
         if not isinstance(layer_weights, Mapping) or not layer_weights:
-            raise ConfigError(
-                "layer_weights must be a non-empty {layer: weight} mapping, e.g. {'layer3': 1.0}"
-            )
+            raise ConfigError("layer_weights must be a non-empty {layer: weight} mapping, e.g. {'layer3': 1.0}")
         for name, w in layer_weights.items():
             if not isinstance(name, str) or not name:
                 raise ConfigError(f"layer names must be non-empty strings, got {name!r}")

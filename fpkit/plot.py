@@ -27,6 +27,7 @@ def plot_file(fp: FingerprintFile, png: str | os.PathLike, layer: str | None = N
     """
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as e:
@@ -49,15 +50,14 @@ def plot_file(fp: FingerprintFile, png: str | os.PathLike, layer: str | None = N
         own = np.sum(_unit(sample) * _unit(cls)[fp.labels], axis=1)
         ax2 = axes[0, 1]
         spread = float(np.ptp(own)) if own.size else 0.0
-        ax2.hist(own, bins=50 if spread > 1e-6 else 1, color="#4477aa")   # one bin when all are equal
+        ax2.hist(own, bins=50 if spread > 1e-6 else 1, color="#4477aa")  # one bin when all are equal
         ax2.set_xlabel("cosine(sample fingerprint, its class fingerprint)")
         ax2.set_ylabel("samples")
         ax2.set_title(f"{fp.num_samples:,} samples; median {np.median(own):.3f}")
-    t = fp.metadata["teacher"]
-    fig.suptitle(f"{os.path.basename(fp.path)}: teacher {t['arch']}, {fp.metadata['dataset']['name']}"
-                 f"/{fp.metadata['dataset']['split']}")
+    m = fp.metadata
+    fig.suptitle(f"{os.path.basename(fp.path)}: teacher {m.teacher.arch}, {m.dataset.name}/{m.dataset.split}")
     fig.tight_layout()
-    fig.savefig(png, dpi=110, format="png", bbox_inches="tight")   # exactly this name, labels kept
+    fig.savefig(png, dpi=110, format="png", bbox_inches="tight")  # exactly this name, labels kept
     plt.close(fig)
 
 

@@ -19,14 +19,14 @@ this code reproducing the last bit of ``log``/``cos`` on another platform.
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 
-
 from .errors import ConfigError
+from .format.digests import projection_sha256  # re-exported: the digest is defined with the others (section 6)
+from .format.spec import PROJECTION_GENERATOR as GENERATOR
 
-GENERATOR = "fpkit-splitmix64-boxmuller-v1"
+__all__ = ["GENERATOR", "make_projection", "projection_sha256", "splitmix64_at", "standard_normals"]
+
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
@@ -77,13 +77,6 @@ def make_projection(d: int, r: int, seed: int) -> np.ndarray:
     R = standard_normals(seed, int(d) * int(r)).reshape(int(d), int(r))
     R /= np.sqrt(np.sum(R * R, axis=0, keepdims=True))
     return R.astype(np.float32)
-
-
-def projection_sha256(R) -> str:
-    """SHA-256 (hex) of R (numpy array or torch tensor) as little-endian float32 bytes, row-major."""
-    if hasattr(R, "detach"):
-        R = R.detach().cpu().numpy()
-    return hashlib.sha256(np.ascontiguousarray(R, dtype="<f4").tobytes()).hexdigest()
 
 
 def _check_seed(seed: int) -> None:

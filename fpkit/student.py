@@ -51,9 +51,7 @@ class FingerprintHead(nn.Module):
         super().__init__()
         _check_R(R)
         if pooling != "auto" and pooling not in POOLINGS:
-            raise ConfigError(
-                f"unknown pooling {pooling!r}; use one of: auto, {', '.join(POOLINGS)}"
-            )
+            raise ConfigError(f"unknown pooling {pooling!r}; use one of: auto, {', '.join(POOLINGS)}")
         d, r = R.shape
         if in_dim is not None and (isinstance(in_dim, bool) or not isinstance(in_dim, int) or in_dim < 1):
             raise ConfigError(

@@ -4,47 +4,73 @@ from __future__ import annotations
 
 import os
 
-from .format import FingerprintFile
+from .format import DatasetEntry, FingerprintFile
 
 
 def summarize(fp: FingerprintFile) -> dict:
     """Provenance, teacher, dataset, views, storage, layers and table sizes (bytes) of ``fp``."""
     m = fp.metadata
     layers = []
-    for lay, lm in zip(fp.layers, m["layers"]):
+    for lay, lm in zip(fp.layers, m.layers):
         tables = {}
-        for kind, info in lm["tables"].items():
-            ds = m["datasets"][info["dataset"]]
+        for kind, info in lm.tables.items():
+            ds = m.datasets[info.dataset]
             nbytes = _nbytes(ds)
-            if info["scale"]:
-                nbytes += _nbytes(m["datasets"][info["scale"]])
-            tables[kind] = {"shape": ds["shape"], "dtype": ds["dtype"], "bytes": nbytes,
-                            "fidelity_min_cos": info["fidelity_min_cos"]}
-        layers.append({"name": lay.name, "pooling": lay.pooling, "d": lay.d, "r": lay.r,
-                       "projection": {"seed": lay.seed, "generator": lay.generator, "stored": lay.projection_stored,
-                                      "sha256": lay.projection_sha256},
-                       "tables": tables})
-    ds = m["dataset"]
+            if info.scale:
+                nbytes += _nbytes(m.datasets[info.scale])
+            tables[kind] = {
+                "shape": list(ds.shape),
+                "dtype": ds.dtype,
+                "bytes": nbytes,
+                "fidelity_min_cos": info.fidelity_min_cos,
+            }
+        layers.append(
+            {
+                "name": lay.name,
+                "pooling": lay.pooling,
+                "d": lay.d,
+                "r": lay.r,
+                "projection": {
+                    "seed": lay.seed,
+                    "generator": lay.generator,
+                    "stored": lay.projection_stored,
+                    "sha256": lay.projection_sha256,
+                },
+                "tables": tables,
+            }
+        )
+    ds = m.dataset.to_json()
     return {
         "path": fp.path,
         "file_bytes": os.path.getsize(fp.path),
         "format_version": fp.format_version,
-        "provenance": {"fpkit_version": m["fpkit_version"], "created": m["created"], "libraries": m["libraries"]},
-        "teacher": m["teacher"],
-        "dataset": {k: ds[k] for k in ("name", "split", "num_samples", "num_classes", "image_shape", "normalize",
-                                       "labels_sha256", "order_sha256")},
-        "views": m["views"],
-        "compute": m["compute"],
-        "storage": m["storage"],
+        "provenance": m.provenance.to_json(),
+        "teacher": m.teacher.to_json(),
+        "dataset": {
+            k: ds[k]
+            for k in (
+                "name",
+                "split",
+                "num_samples",
+                "num_classes",
+                "image_shape",
+                "normalize",
+                "labels_sha256",
+                "order_sha256",
+            )
+        },
+        "views": m.views.to_json(),
+        "compute": m.compute.to_json(),
+        "storage": m.storage.to_json(),
         "layers": layers,
     }
 
 
-def _nbytes(ds: dict) -> int:
+def _nbytes(ds: DatasetEntry) -> int:
     n = 1
-    for s in ds["shape"]:
+    for s in ds.shape:
         n *= s
-    return n * {"float32": 4, "float16": 2, "int8": 1, "int16": 2, "int32": 4, "int64": 8, "uint64": 8}[ds["dtype"]]
+    return n * {"float32": 4, "float16": 2, "int8": 1, "int16": 2, "int32": 4, "int64": 8, "uint64": 8}[ds.dtype]
 
 
 def format_summary(s: dict) -> str:
@@ -57,7 +83,7 @@ def format_summary(s: dict) -> str:
         f"(torch {s['provenance']['libraries'].get('torch', '?')})",
         f"  teacher     {t['arch']}, {t['num_params']:,} parameters, weights sha256 {t['weights_sha256'][:16]}..., "
         f"from {t['source_kind']}{' (trusted code)' if t['trusted_code'] else ''}",
-        f"  accuracy    " + (f"top-1 {acc['top1']:.4f} on {acc['count']:,} built views" if acc else "not measured"),
+        "  accuracy    " + (f"top-1 {acc['top1']:.4f} on {acc['count']:,} built views" if acc else "not measured"),
         f"  dataset     {d['name']} / {d['split']}: {d['num_samples']:,} samples, {d['num_classes']} classes, "
         f"images {'x'.join(map(str, d['image_shape']))}",
         f"  views       {'all ' if v['count'] == 'all' else ''}{v['per_sample']} per sample"
@@ -69,9 +95,13 @@ def format_summary(s: dict) -> str:
     for lay in s["layers"]:
         p = lay["projection"]
         seed = "redacted" if not p["stored"] else f"seed {p['seed']}"
-        lines.append(f"  layer {lay['name']}: pooling {lay['pooling']}, d={lay['d']}, r={lay['r']}, "
-                     f"projection {seed} ({p['generator']}, sha256 {p['sha256'][:16]}...)")
+        lines.append(
+            f"  layer {lay['name']}: pooling {lay['pooling']}, d={lay['d']}, r={lay['r']}, "
+            f"projection {seed} ({p['generator']}, sha256 {p['sha256'][:16]}...)"
+        )
         for kind, tb in lay["tables"].items():
-            lines.append(f"    {kind:<7} {str(tb['shape']):<16} {tb['dtype']:<8} {tb['bytes']:>12,} bytes  "
-                         f"fidelity min cos {tb['fidelity_min_cos']:.7f}")
+            lines.append(
+                f"    {kind:<7} {str(tb['shape']):<16} {tb['dtype']:<8} {tb['bytes']:>12,} bytes  "
+                f"fidelity min cos {tb['fidelity_min_cos']:.7f}"
+            )
     return "\n".join(lines)

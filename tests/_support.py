@@ -22,7 +22,9 @@ def write_tiny_teacher(path: Path) -> Path:
     """Save a RepDistiller-style checkpoint {'model': state_dict} of a seeded random resnet8 with
     10 classes and non-trivial BatchNorm statistics (so features differ between samples)."""
     import torch
+
     from fpkit.models.cifar_resnet import resnet8
+
     torch.manual_seed(0)
     model = resnet8(num_classes=10)
     for m in model.modules():

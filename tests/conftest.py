@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from _support import write_tiny_teacher
 
 

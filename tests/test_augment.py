@@ -34,11 +34,13 @@ def test_views_are_bitwise_torchvision(padding, size):
     policy = ViewPolicy(padding)
     params = policy.sample_views(np.arange(3), 5, seed=7)
     batch = torch.from_numpy(imgs).permute(0, 3, 1, 2)
-    got = make_views(batch, torch.from_numpy(params), padding, torch.tensor(MEAN), torch.tensor(STD)).view(3, 5, 3, size, size)
+    got = make_views(batch, torch.from_numpy(params), padding, torch.tensor(MEAN), torch.tensor(STD)).view(
+        3, 5, 3, size, size
+    )
     for i, j in itertools.product(range(3), range(5)):
-        t, l, f = params[i, j].tolist()
-        ref = reference_view(Image.fromarray(imgs[i]), t, l, f, padding)
-        assert torch.equal(got[i, j], ref), (i, j, t, l, f)
+        top, left, flip = params[i, j].tolist()
+        ref = reference_view(Image.fromarray(imgs[i]), top, left, flip, padding)
+        assert torch.equal(got[i, j], ref), (i, j, top, left, flip)
 
 
 def test_channels_last_same_values():

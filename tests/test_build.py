@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import itertools
 import re
-import shutil
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -14,10 +12,9 @@ import numpy as np
 import pytest
 import torch
 import torchvision.transforms.functional as TF
-
 from _support import PYTHON, subprocess_env
-from fpkit import build as build_mod
-from fpkit.build import BuildInterrupted, BuildOptions, build
+
+from fpkit.build import BuildInterrupted, BuildOptions, build, workstore
 from fpkit.datasets import open_source
 from fpkit.errors import ConfigError, MismatchError, NonFiniteError, OutputExistsError
 from fpkit.format import open_fingerprints, verify_fingerprints
@@ -28,8 +25,16 @@ DATA = "synthetic:24x10"
 
 
 def opts(tmp_path, teacher, **kw) -> BuildOptions:
-    base = dict(teacher=str(teacher), dataset=DATA, output=str(tmp_path / "fp.h5"), views=3, dtype="float32",
-                chunk_size=8, batch_size=12, device="cpu")
+    base = dict(
+        teacher=str(teacher),
+        dataset=DATA,
+        output=str(tmp_path / "fp.h5"),
+        views=3,
+        dtype="float32",
+        chunk_size=8,
+        batch_size=12,
+        device="cpu",
+    )
     base.update(kw)
     return BuildOptions(**base)
 
@@ -76,13 +81,13 @@ def test_k_views_match_independent_computation(tmp_path, tiny_teacher):
     np.testing.assert_allclose(fp.table("class"), cls, atol=2e-6)
     # per-view table averages to the per-sample one
     np.testing.assert_allclose(fp.table("views").mean(1), fp.table("sample"), atol=1e-6)
-    assert fp.metadata["views"]["per_sample"] == 3 and fp.metadata["teacher"]["accuracy"]["count"] == 72
+    assert fp.metadata.views.per_sample == 3 and fp.metadata.teacher.accuracy.count == 72
 
 
 def test_all_views_is_the_exact_expectation(tmp_path, tiny_teacher):
     res = build(opts(tmp_path, tiny_teacher, dataset="synthetic:3x10", views="all", batch_size=200), quiet=True)
     fp = open_fingerprints(res.path)
-    assert fp.metadata["views"]["count"] == "all" and fp.metadata["views"]["per_sample"] == 162
+    assert fp.metadata.views.count == "all" and fp.metadata.views.per_sample == 162
     every = list(itertools.product(range(9), range(9), range(2)))
     ref = independent_fingerprints(tiny_teacher, [every] * 3, data="synthetic:3x10")
     np.testing.assert_allclose(fp.table("sample"), ref, atol=2e-6)
@@ -91,17 +96,17 @@ def test_all_views_is_the_exact_expectation(tmp_path, tiny_teacher):
 def test_two_layers_and_identity_metadata(tmp_path, tiny_teacher):
     res = build(opts(tmp_path, tiny_teacher, layers=("layer2", "layer3"), r=16, seed=5), quiet=True)
     fp = open_fingerprints(res.path)
-    assert [(l.name, l.d, l.r, l.seed) for l in fp.layers] == [("layer2", 32, 16, 5), ("layer3", 64, 16, 6)]
+    assert [(lay.name, lay.d, lay.r, lay.seed) for lay in fp.layers] == [("layer2", 32, 16, 5), ("layer3", 64, 16, 6)]
     assert np.array_equal(fp.projection("layer2"), make_projection(32, 16, 5))
     t = load_teacher(tiny_teacher)
     m = fp.metadata
-    assert m["teacher"]["weights_sha256"] == t.weights_sha256 and m["teacher"]["num_params"] == t.num_params
-    assert m["dataset"]["name"] == DATA and m["dataset"]["normalize"]["mean"] == [0.5, 0.5, 0.5]
+    assert m.teacher.weights_sha256 == t.weights_sha256 and m.teacher.num_params == t.num_params
+    assert m.dataset.name == DATA and m.dataset.normalize.mean == (0.5, 0.5, 0.5)
     assert verify_fingerprints(res.path) == []
 
 
 def _interrupt_after(monkeypatch, chunks: int):
-    real = build_mod._WorkStore.mark_done
+    real = workstore.WorkStore.mark_done
     calls = {"n": 0}
 
     def mark(self, c, correct, count):
@@ -110,7 +115,7 @@ def _interrupt_after(monkeypatch, chunks: int):
         if calls["n"] == chunks:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(build_mod._WorkStore, "mark_done", mark)
+    monkeypatch.setattr(workstore.WorkStore, "mark_done", mark)
 
 
 def test_interrupt_then_resume_equals_uninterrupted(tmp_path, tiny_teacher, monkeypatch):
@@ -130,8 +135,8 @@ def test_interrupt_then_resume_equals_uninterrupted(tmp_path, tiny_teacher, monk
     a, b = open_fingerprints(ref.path), open_fingerprints(res.path)
     for kind in ("sample", "class"):
         assert np.array_equal(a.table(kind), b.table(kind))
-    assert a.metadata["teacher"] == b.metadata["teacher"]
-    assert a.metadata["datasets"] == b.metadata["datasets"]
+    assert a.metadata.teacher == b.metadata.teacher
+    assert a.metadata.datasets == b.metadata.datasets
     assert not (tmp_path / ".fp.h5.partial").exists()
 
 
@@ -158,7 +163,7 @@ def test_errors_remove_fresh_work_folder(tmp_path, tiny_teacher, monkeypatch):
     def boom(*a, **k):
         raise ConfigError("synthetic failure")
 
-    monkeypatch.setattr(build_mod._WorkStore, "mark_done", boom)
+    monkeypatch.setattr(workstore.WorkStore, "mark_done", boom)
     with pytest.raises(ConfigError):
         build(opts(tmp_path, tiny_teacher), quiet=True)
     assert list(tmp_path.iterdir()) == [tmp_path / "teacher.pt"]
@@ -170,15 +175,22 @@ def test_output_exists_and_force(tmp_path, tiny_teacher):
         build(opts(tmp_path, tiny_teacher), quiet=True)
     build(opts(tmp_path, tiny_teacher, force=True, seed=3), quiet=True)
     assert open_fingerprints(tmp_path / "fp.h5").layers[0].seed == 3
-    res = build(opts(tmp_path, tiny_teacher, resume=True, seed=3), quiet=True)   # complete: nothing to do
+    res = build(opts(tmp_path, tiny_teacher, resume=True, seed=3), quiet=True)  # complete: nothing to do
     assert res.teacher_forwards == 0
 
 
-@pytest.mark.parametrize("kw,match", [
-    (dict(r=0), "--r"), (dict(views=0), "--views"), (dict(layers=("layer9",)), "layer9"),
-    (dict(tables=("pixels",)), "--tables"), (dict(force=True, resume=True), "only one"),
-    (dict(dataset="nope"), "unknown dataset"), (dict(output="/nonexistent-dir/x.h5"), "does not exist"),
-])
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        (dict(r=0), "--r"),
+        (dict(views=0), "--views"),
+        (dict(layers=("layer9",)), "layer9"),
+        (dict(tables=("pixels",)), "--tables"),
+        (dict(force=True, resume=True), "only one"),
+        (dict(dataset="nope"), "unknown dataset"),
+        (dict(output="/nonexistent-dir/x.h5"), "does not exist"),
+    ],
+)
 def test_bad_options(tmp_path, tiny_teacher, kw, match):
     with pytest.raises(ConfigError if "does not exist" not in match else FileNotFoundError, match=match):
         build(opts(tmp_path, tiny_teacher, **kw), quiet=True)
@@ -191,7 +203,8 @@ def test_teacher_class_count_must_match_dataset(tmp_path, tiny_teacher):
 
 def test_nonfinite_features_name_the_samples(tmp_path, monkeypatch):
     mod = tmp_path / "nanmodel.py"
-    mod.write_text(textwrap.dedent("""
+    mod.write_text(
+        textwrap.dedent("""
         import torch
         from fpkit.models.cifar_resnet import resnet8
         class Poison(torch.nn.Module):
@@ -203,7 +216,8 @@ def test_nonfinite_features_name_the_samples(tmp_path, monkeypatch):
             m = resnet8(num_classes=num_classes)
             m.conv1 = torch.nn.Sequential(Poison(), m.conv1)
             return m
-    """))
+    """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     torch.save(__import__("nanmodel").build().state_dict(), tmp_path / "nan.pt")
     with pytest.raises(NonFiniteError, match=r"samples \[") as e:
@@ -218,16 +232,39 @@ def test_nonfinite_features_name_the_samples(tmp_path, monkeypatch):
 
 def test_torchrun_two_ranks_equal_single_process(tmp_path, tiny_teacher):
     single = build(opts(tmp_path, tiny_teacher, output=str(tmp_path / "one.h5")), quiet=True)
-    cmd = [PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "fpkit", "build",
-           str(tiny_teacher), DATA, "-o", str(tmp_path / "two.h5"), "--views", "3", "--dtype", "float32",
-           "--chunk-size", "8", "--batch-size", "12", "--device", "cpu", "-q"]
+    cmd = [
+        PYTHON,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "fpkit",
+        "build",
+        str(tiny_teacher),
+        DATA,
+        "-o",
+        str(tmp_path / "two.h5"),
+        "--views",
+        "3",
+        "--dtype",
+        "float32",
+        "--chunk-size",
+        "8",
+        "--batch-size",
+        "12",
+        "--device",
+        "cpu",
+        "-q",
+    ]
     p = subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=240)
     assert p.returncode == 0, p.stderr[-2000:]
     a, b = open_fingerprints(single.path), open_fingerprints(tmp_path / "two.h5")
     for kind in ("sample", "class"):
         assert np.array_equal(a.table(kind), b.table(kind))
-    assert b.metadata["compute"]["world_size"] == 2
-    assert a.metadata["teacher"]["accuracy"] == b.metadata["teacher"]["accuracy"]
+    assert b.metadata.compute.world_size == 2
+    assert a.metadata.teacher.accuracy == b.metadata.teacher.accuracy
 
 
 def test_redacted_build_uses_a_secret_seed(tmp_path, tiny_teacher, monkeypatch):
@@ -235,9 +272,13 @@ def test_redacted_build_uses_a_secret_seed(tmp_path, tiny_teacher, monkeypatch):
     b = build(opts(tmp_path, tiny_teacher, output=str(tmp_path / "b.h5"), redact=True), quiet=True)
     la, lb = open_fingerprints(a.path).layers[0], open_fingerprints(b.path).layers[0]
     assert la.seed is None and not la.projection_stored
-    assert la.projection_sha256 != lb.projection_sha256                      # not seed 0, not repeatable
-    assert la.projection_sha256 != open_fingerprints(build(opts(tmp_path, tiny_teacher, output=str(
-        tmp_path / "c.h5")), quiet=True).path).layers[0].projection_sha256
+    assert la.projection_sha256 != lb.projection_sha256  # not seed 0, not repeatable
+    assert (
+        la.projection_sha256
+        != open_fingerprints(build(opts(tmp_path, tiny_teacher, output=str(tmp_path / "c.h5")), quiet=True).path)
+        .layers[0]
+        .projection_sha256
+    )
     # an interrupted redacted build resumes with its own secret seed
     _interrupt_after(monkeypatch, 1)
     o = opts(tmp_path, tiny_teacher, output=str(tmp_path / "r.h5"), redact=True)
@@ -258,6 +299,7 @@ def test_resume_of_a_complete_file_checks_its_settings(tmp_path, tiny_teacher):
 def test_full_disk_before_work_starts(tmp_path, tiny_teacher, monkeypatch):
     import errno
     import os
+
     from fpkit.errors import StorageError
 
     def full(fd, offset, length):
@@ -269,11 +311,14 @@ def test_full_disk_before_work_starts(tmp_path, tiny_teacher, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["teacher.pt"]
 
 
-@pytest.mark.parametrize("kw, message", [
-    (dict(views=200), "more views than the policy has distinct ones \\(162\\).*--views all"),
-    (dict(redact=True, seed=3), "anyone who guesses --seed 3 recovers R"),
-    (dict(r=4), "--r 4 keeps very few dimensions"),
-])
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        (dict(views=200), "more views than the policy has distinct ones \\(162\\).*--views all"),
+        (dict(redact=True, seed=3), "anyone who guesses --seed 3 recovers R"),
+        (dict(r=4), "--r 4 keeps very few dimensions"),
+    ],
+)
 def test_valid_but_suspicious_options_warn(tmp_path, tiny_teacher, kw, message):
     logged: list[str] = []
     build(opts(tmp_path, tiny_teacher, dataset="synthetic:4x10", **kw), log=logged.append)
@@ -281,7 +326,7 @@ def test_valid_but_suspicious_options_warn(tmp_path, tiny_teacher, kw, message):
 
 
 def test_embedded_has_only_a_test_split(tmp_path):
-    res = build(BuildOptions(output=str(tmp_path / "e.h5"), views=1, device="cpu"), quiet=True)   # the default
-    assert open_fingerprints(res.path).metadata["dataset"]["split"] == "test"
+    res = build(BuildOptions(output=str(tmp_path / "e.h5"), views=1, device="cpu"), quiet=True)  # the default
+    assert open_fingerprints(res.path).metadata.dataset.split == "test"
     with pytest.raises(ConfigError, match="only a test split.*--split test"):
         build(BuildOptions(split="train", output=str(tmp_path / "t.h5"), device="cpu"), quiet=True)

@@ -13,13 +13,29 @@ from fpkit.cli import main
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     import torch
+
     from fpkit.models.cifar_resnet import resnet8
+
     d = tmp_path_factory.mktemp("cli")
     torch.manual_seed(0)
     torch.save({"model": resnet8(num_classes=10).state_dict()}, d / "t.pt")
     out = d / "fp.h5"
-    r = CliRunner().invoke(main, ["build", str(d / "t.pt"), "synthetic:30x10", "-o", str(out), "--views", "2",
-                                  "--device", "cpu", "-q", "--json"])
+    r = CliRunner().invoke(
+        main,
+        [
+            "build",
+            str(d / "t.pt"),
+            "synthetic:30x10",
+            "-o",
+            str(out),
+            "--views",
+            "2",
+            "--device",
+            "cpu",
+            "-q",
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     return d, out, r
 
@@ -48,7 +64,7 @@ def test_inspect_text_and_json(built):
     r = CliRunner().invoke(main, ["inspect", str(out)])
     assert r.exit_code == 0 and "resnet8" in r.stdout and "layer layer3" in r.stdout and "fidelity" in r.stdout
     j = CliRunner().invoke(main, ["inspect", str(out), "--json"])
-    s = json.loads(j.stdout)              # stdout is JSON and nothing else
+    s = json.loads(j.stdout)  # stdout is JSON and nothing else
     assert s["dataset"]["num_samples"] == 30 and s["layers"][0]["r"] == 128
     assert s["layers"][0]["tables"]["sample"]["bytes"] == 30 * 128 * 2
 
@@ -66,8 +82,9 @@ def test_inspect_plot_one_sample_per_class_and_exact_name(built, tmp_path):
     histogram still draws; the picture goes exactly to the name given, extension or not."""
     d, _, _ = built
     out = tmp_path / "one.h5"
-    r = CliRunner().invoke(main, ["build", str(d / "t.pt"), "synthetic:10x10", "-o", str(out), "--views", "1",
-                                  "--device", "cpu", "-q"])
+    r = CliRunner().invoke(
+        main, ["build", str(d / "t.pt"), "synthetic:10x10", "-o", str(out), "--views", "1", "--device", "cpu", "-q"]
+    )
     assert r.exit_code == 0, r.output
     png = tmp_path / "picture"
     r = CliRunner().invoke(main, ["inspect", str(out), "--plot", str(png)])
@@ -112,15 +129,19 @@ def test_layers_lists_modules(built):
 def test_python_dash_m(built):
     import subprocess
     import sys
+
     from _support import subprocess_env
-    p = subprocess.run([sys.executable, "-m", "fpkit", "--version"], capture_output=True, text=True,
-                       env=subprocess_env())
+
+    p = subprocess.run(
+        [sys.executable, "-m", "fpkit", "--version"], capture_output=True, text=True, env=subprocess_env()
+    )
     assert p.returncode == 0 and "fpkit" in p.stdout
 
 
 def test_layers_without_a_guessable_default(tmp_path):
     """A model with no final Linear: `fpkit layers` still lists its modules, marks none, says why."""
     import torch
+
     torch.save(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()), tmp_path / "m.pt")
     r = CliRunner().invoke(main, ["layers", str(tmp_path / "m.pt"), "--trust-teacher-code"])
     assert r.exit_code == 0, r.output

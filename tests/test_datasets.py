@@ -52,7 +52,7 @@ def write_cifar(root: Path, monkeypatch, *, hundred: bool = False, per_batch: in
         imgs = _rng_images(n, (32, 32, 3), seed)
         labels = [int(x) for x in np.random.default_rng(100 + seed).integers(0, c, n)]
         seed += 1
-        entry = {"data": imgs.transpose(0, 3, 1, 2).reshape(n, -1), key: labels}   # rows are CHW planes
+        entry = {"data": imgs.transpose(0, 3, 1, 2).reshape(n, -1), key: labels}  # rows are CHW planes
         (folder / name).write_bytes(pickle.dumps(entry))
         (train_list if split == "train" else test_list).append([name, _md5(folder / name)])
         prev = out.get(split, (np.zeros((0, 32, 32, 3), np.uint8), []))
@@ -73,7 +73,9 @@ def write_fashionmnist(root: Path, n_train: int = 12, n_test: int = 5):
     for split, prefix, n, seed in (("train", "train", n_train, 1), ("test", "t10k", n_test, 2)):
         imgs = _rng_images(n, (28, 28), seed)
         labels = np.random.default_rng(seed).integers(0, 10, n).astype(np.uint8)
-        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(struct.pack(">BBBBIII", 0, 0, 8, 3, n, 28, 28) + imgs.tobytes())
+        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(
+            struct.pack(">BBBBIII", 0, 0, 8, 3, n, 28, 28) + imgs.tobytes()
+        )
         (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">BBBBI", 0, 0, 8, 1, n) + labels.tobytes())
         out[split] = (imgs, labels.astype(int).tolist())
     return out
@@ -84,7 +86,7 @@ def write_imagefolder(path: Path, classes=("cat", "ant", "bee"), per_class: int 
     out = {}
     for s, split in enumerate(("train", "test")):
         imgs, labels = [], []
-        for label, cls in enumerate(sorted(classes)):          # ImageFolder sorts class folders
+        for label, cls in enumerate(sorted(classes)):  # ImageFolder sorts class folders
             d = path / split / cls
             d.mkdir(parents=True)
             for j in range(per_class):
@@ -101,7 +103,7 @@ def _check_source(src, images: np.ndarray, labels: list[int], classes: list[str]
     assert len(src) == len(labels)
     assert src.labels.tolist() == labels
     assert src.classes == list(classes)
-    got = src.get_batch(list(range(len(src)))).numpy()           # [N, C, H, W] uint8
+    got = src.get_batch(list(range(len(src)))).numpy()  # [N, C, H, W] uint8
     want = images if images.ndim == 4 else images[..., None]
     np.testing.assert_array_equal(got.transpose(0, 2, 3, 1), want)
     ds = src.torch_dataset()
@@ -119,14 +121,14 @@ def test_cifar10_pickle_layout(tmp_path, monkeypatch, split):
     _check_source(src, *data[split], names)
     assert (src.mean, src.std) == NORMALIZE["cifar10"]
     assert src.image_shape == (3, 32, 32)
-    assert len(src) == (20 if split == "train" else 6)          # five train batches of 4
+    assert len(src) == (20 if split == "train" else 6)  # five train batches of 4
 
 
 def test_cifar100_pickle_layout_uses_fine_labels(tmp_path, monkeypatch):
     data, names = write_cifar(tmp_path, monkeypatch, hundred=True)
     src = open_source("cifar100", tmp_path, "train", download=False)
     _check_source(src, *data["train"], names)
-    assert (src.mean, src.std) == ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761))   # RepDistiller's
+    assert (src.mean, src.std) == ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761))  # RepDistiller's
 
 
 def test_cifar_missing_offline_names_the_folder_and_the_fix(tmp_path):
@@ -139,6 +141,7 @@ def test_cifar_missing_offline_names_the_folder_and_the_fix(tmp_path):
 
 def test_cifar_download_failure_is_reported(tmp_path, monkeypatch):
     """Online but the download fails (here: no network): the cause is in the message."""
+
     def no_network(self, *a, **kw):
         raise OSError("network is unreachable")
 
@@ -152,14 +155,32 @@ def test_build_from_cifar_layout_then_train_from_torchvision_dataset(tmp_path, m
     torchvision's own CIFAR10 object; the other split is refused."""
     data, _ = write_cifar(tmp_path / "data", monkeypatch)
     out = tmp_path / "fp.h5"
-    r = CliRunner().invoke(main, ["build", str(tiny_teacher), "cifar10", "--root", str(tmp_path / "data"),
-                                  "--no-download", "--views", "2", "--device", "cpu", "-q", "-o", str(out)])
+    r = CliRunner().invoke(
+        main,
+        [
+            "build",
+            str(tiny_teacher),
+            "cifar10",
+            "--root",
+            str(tmp_path / "data"),
+            "--no-download",
+            "--views",
+            "2",
+            "--device",
+            "cpu",
+            "-q",
+            "-o",
+            str(out),
+        ],
+    )
     assert r.exit_code == 0, r.output
     fp = fpkit.open_fingerprints(out)
-    assert fp.metadata["dataset"]["name"] == "cifar10" and fp.metadata["dataset"]["split"] == "train"
+    assert fp.metadata.dataset.name == "cifar10" and fp.metadata.dataset.split == "train"
     assert fp.labels.tolist() == data["train"][1]
-    assert fp.metadata["dataset"]["normalize"] == {"mean": list(NORMALIZE["cifar10"][0]),
-                                                   "std": list(NORMALIZE["cifar10"][1])}
+    assert fp.metadata.dataset.normalize.to_json() == {
+        "mean": list(NORMALIZE["cifar10"][0]),
+        "std": list(NORMALIZE["cifar10"][1]),
+    }
     train = torchvision.datasets.CIFAR10(str(tmp_path / "data"), train=True)
     ds = fpkit.FingerprintDataset(out, train, check_samples=len(train))
     img, y, target = ds[3]
@@ -183,17 +204,29 @@ def test_fashionmnist_idx_layout_is_one_channel(tmp_path):
 def test_fashionmnist_build_and_dataset_check(tmp_path):
     """A one-channel teacher over 28x28 images; the grey PIL images torchvision yields pass the
     file's pixel digests (computed by the build from [H, W, 1] batches)."""
+    import torch
+
     from fpkit.build import BuildOptions, build
     from fpkit.models.cifar_resnet import resnet8
-    import torch
+
     write_fashionmnist(tmp_path / "data")
     torch.manual_seed(0)
     teacher = tmp_path / "fm.pt"
     torch.save(resnet8(num_classes=10, in_channels=1).state_dict(), teacher)
-    res = build(BuildOptions(teacher=str(teacher), dataset="fashionmnist", root=str(tmp_path / "data"),
-                             download=False, views=2, device="cpu", output=str(tmp_path / "fm.h5")), quiet=True)
+    res = build(
+        BuildOptions(
+            teacher=str(teacher),
+            dataset="fashionmnist",
+            root=str(tmp_path / "data"),
+            download=False,
+            views=2,
+            device="cpu",
+            output=str(tmp_path / "fm.h5"),
+        ),
+        quiet=True,
+    )
     fp = fpkit.open_fingerprints(res.path)
-    assert fp.metadata["dataset"]["image_shape"] == [28, 28, 1]
+    assert fp.metadata.dataset.image_shape == (28, 28, 1)
     ds = torchvision.datasets.FashionMNIST(str(tmp_path / "data"), train=True)
     assert len(fpkit.FingerprintDataset(res.path, ds, check_samples=len(ds))) == 12
 
@@ -205,8 +238,8 @@ def test_imagefolder_reads_the_split_subfolder(tmp_path):
         src = open_source(f"imagefolder:{tmp_path / 'imgs'}", split=split)
         _check_source(src, *data[split], ["ant", "bee", "cat"])
         assert src.name == f"imagefolder:{tmp_path / 'imgs' / split}"
-        assert (src.mean, src.std) == NORMALIZE["imagenet"]           # no statistics of its own
-    flat = open_source(f"imagefolder:{tmp_path / 'imgs' / 'test'}", split="test")   # no split folder inside
+        assert (src.mean, src.std) == NORMALIZE["imagenet"]  # no statistics of its own
+    flat = open_source(f"imagefolder:{tmp_path / 'imgs' / 'test'}", split="test")  # no split folder inside
     _check_source(flat, *data["test"], ["ant", "bee", "cat"])
 
 

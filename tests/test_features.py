@@ -23,8 +23,8 @@ from fpkit.features import (
     tap_refusal,
 )
 
-
 # --- small models -------------------------------------------------------------------------
+
 
 class SmallCNN(nn.Module):
     def __init__(self) -> None:
@@ -106,6 +106,7 @@ def _all_hooks_empty(model: nn.Module) -> bool:
 
 # --- pooling ------------------------------------------------------------------------------
 
+
 def test_pool_avg_matches_numpy():
     x = torch.randn(3, 5, 4, 6)
     expect = x.numpy().astype(np.float64).mean(axis=(2, 3))
@@ -134,8 +135,15 @@ def test_pool_casts_half_to_float32_before_reducing():
 
 @pytest.mark.parametrize(
     "shape,pooling",
-    [((2, 3, 4, 4), "token_mean"), ((2, 3, 4), "avg"), ((2, 3), "token_cls"), ((2, 3, 4), "none"),
-     ((2, 3, 4, 4, 4), "auto"), ((3,), "auto"), ((2, 3), "max")],
+    [
+        ((2, 3, 4, 4), "token_mean"),
+        ((2, 3, 4), "avg"),
+        ((2, 3), "token_cls"),
+        ((2, 3, 4), "none"),
+        ((2, 3, 4, 4, 4), "auto"),
+        ((3,), "auto"),
+        ((2, 3), "max"),
+    ],
 )
 def test_pool_rejects_misfit(shape, pooling):
     with pytest.raises(ConfigError):
@@ -163,6 +171,7 @@ def test_project_features_formula_and_mismatch():
 
 
 # --- LayerTap -----------------------------------------------------------------------------
+
 
 def test_layertap_small_cnn_matches_manual_forward():
     torch.manual_seed(0)
@@ -268,6 +277,7 @@ def test_layertap_module_not_run():
 
 # --- default_layer, list_layers -----------------------------------------------------------
 
+
 def test_default_layer_resnets():
     assert default_layer(CifarResNetStub()) == "layer3"
     assert default_layer(resnet18(weights=None)) == "layer4"
@@ -305,6 +315,7 @@ def test_list_layers():
 
 
 # --- compiled models: TorchScript, torch.export -------------------------------------------
+
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit is deprecated, still loadable
 @pytest.mark.parametrize("how", ["script", "trace"])

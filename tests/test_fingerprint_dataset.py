@@ -13,8 +13,8 @@ from fpkit import FingerprintDataset
 from fpkit.build import BuildOptions, build
 from fpkit.datasets import ArrayImageDataset, open_source
 from fpkit.errors import ConfigError, MismatchError, RedactedError
-from fpkit.format import open_fingerprints
 from fpkit.fingerprint_dataset import replay_view
+from fpkit.format import open_fingerprints
 
 DATA = "synthetic:40x10"
 TRANSFORM = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor()])
@@ -23,11 +23,24 @@ TRANSFORM = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.
 @pytest.fixture(scope="module")
 def fp_file(tmp_path_factory):
     from fpkit.models.cifar_resnet import resnet8
+
     d = tmp_path_factory.mktemp("fp")
     torch.manual_seed(0)
     torch.save(resnet8(num_classes=10).state_dict(), d / "t.pt")
-    res = build(BuildOptions(teacher=str(d / "t.pt"), dataset=DATA, output=str(d / "fp.h5"), views=3, replay=True,
-                             layers=("layer2", "layer3"), dtype="float32", chunk_size=16, device="cpu"), quiet=True)
+    res = build(
+        BuildOptions(
+            teacher=str(d / "t.pt"),
+            dataset=DATA,
+            output=str(d / "fp.h5"),
+            views=3,
+            replay=True,
+            layers=("layer2", "layer3"),
+            dtype="float32",
+            chunk_size=16,
+            device="cpu",
+        ),
+        quiet=True,
+    )
     return res.path
 
 
@@ -42,7 +55,7 @@ def test_items_pair_images_labels_and_rows(fp_file, plain):
     img, label, target = ds[7]
     assert torch.equal(img, T.ToTensor()(plain[7][0]))
     assert label == plain[7][1] and target.dtype == torch.float32 and target.shape == (128,)
-    assert np.array_equal(target.numpy(), fp.table("sample", "layer2")[7])   # first layer by default
+    assert np.array_equal(target.numpy(), fp.table("sample", "layer2")[7])  # first layer by default
     _, _, t3 = FingerprintDataset(fp_file, plain, layer="layer3")[7]
     assert np.array_equal(t3.numpy(), fp.table("sample", "layer3")[7])
     _, _, both = FingerprintDataset(fp_file, plain, layer="all")[7]
@@ -85,7 +98,7 @@ def test_wrong_labels(fp_file):
 def test_wrong_pixels_or_order(fp_file):
     src = open_source(DATA)
     images = src._array.copy()
-    images[[0, 10]] = images[[10, 0]]          # same labels (0 and 10 are both class 0), other order
+    images[[0, 10]] = images[[10, 0]]  # same labels (0 and 10 are both class 0), other order
     with pytest.raises(MismatchError, match="pixels of sample 0"):
         FingerprintDataset(fp_file, ArrayImageDataset(images, src.labels))
 
@@ -100,7 +113,7 @@ def test_transformed_dataset_is_explained(fp_file):
     ds = open_source(DATA).torch_dataset(transform=T.ToTensor())
     with pytest.raises(MismatchError, match="without a transform"):
         FingerprintDataset(fp_file, ds)
-    FingerprintDataset(fp_file, ds, check_samples=0)       # the user may opt out
+    FingerprintDataset(fp_file, ds, check_samples=0)  # the user may opt out
 
 
 def test_class_table_only_needs_classes(fp_file):
@@ -131,8 +144,12 @@ def test_bad_options(fp_file, plain, tmp_path):
 
 
 def test_redacted_file_has_no_projection(tmp_path, tiny_teacher, plain):
-    res = build(BuildOptions(teacher=str(tiny_teacher), dataset=DATA, output=str(tmp_path / "r.h5"), views=1,
-                             redact=True, device="cpu"), quiet=True)
+    res = build(
+        BuildOptions(
+            teacher=str(tiny_teacher), dataset=DATA, output=str(tmp_path / "r.h5"), views=1, redact=True, device="cpu"
+        ),
+        quiet=True,
+    )
     ds = FingerprintDataset(res.path, plain)
     with pytest.raises(RedactedError, match="relational"):
         ds.projection()

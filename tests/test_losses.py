@@ -37,6 +37,7 @@ def _np_cos_matrix(x: np.ndarray) -> np.ndarray:
 
 # --- fingerprint_loss ---------------------------------------------------------------------
 
+
 def test_fingerprint_loss_values():
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(6, 9)), rng.normal(size=(6, 9))
@@ -114,6 +115,7 @@ def test_fingerprint_loss_range_property(a, b):
 
 # --- relational_loss ----------------------------------------------------------------------
 
+
 def test_relational_loss_matches_numpy():
     rng = np.random.default_rng(2)
     feats = rng.normal(size=(5, 3, 2, 2))  # any width: flattened to [5, 12]
@@ -154,6 +156,7 @@ def test_relational_loss_errors():
 
 # --- kd_loss ------------------------------------------------------------------------------
 
+
 def _np_log_softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=1, keepdims=True)
     return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
@@ -180,6 +183,7 @@ def test_kd_loss_errors():
 
 
 # --- LinearWarmup -------------------------------------------------------------------------
+
 
 def test_linear_warmup_values():
     w = LinearWarmup(0.1, 40)
@@ -208,12 +212,15 @@ def test_linear_warmup_bad_epoch():
 
 # --- DistillLoss --------------------------------------------------------------------------
 
+
 def _batch(B=6, K=5, r=8, seed=0):
     g = torch.Generator().manual_seed(seed)
     logits = torch.randn(B, K, generator=g, requires_grad=True)
     labels = torch.randint(0, K, (B,), generator=g)
-    phi_s = {"layer3": torch.randn(B, r, generator=g, requires_grad=True),
-             "layer2": torch.randn(B, r, generator=g, requires_grad=True)}
+    phi_s = {
+        "layer3": torch.randn(B, r, generator=g, requires_grad=True),
+        "layer2": torch.randn(B, r, generator=g, requires_grad=True),
+    }
     phi_t = {"layer3": torch.randn(B, r, generator=g), "layer2": torch.randn(B, r, generator=g).half()}
     return logits, labels, phi_s, phi_t
 
@@ -273,8 +280,12 @@ def test_distill_loss_input_errors():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"layer_weights": {}}, {"layer_weights": {"layer3": -1.0}}, {"layer_weights": {"layer3": 1.0}, "kind": "mse"},
-     {"layer_weights": {"layer3": 1.0}, "lam": -0.1}],
+    [
+        {"layer_weights": {}},
+        {"layer_weights": {"layer3": -1.0}},
+        {"layer_weights": {"layer3": 1.0}, "kind": "mse"},
+        {"layer_weights": {"layer3": 1.0}, "lam": -0.1},
+    ],
 )
 def test_distill_loss_bad_config(kwargs):
     with pytest.raises(ConfigError):

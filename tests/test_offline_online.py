@@ -42,15 +42,27 @@ def setup(tmp_path_factory):
     d: Path = tmp_path_factory.mktemp("offline_online")
     torch.manual_seed(0)
     model = resnet8(num_classes=10)
-    for m in model.modules():                     # non-trivial BN statistics
+    for m in model.modules():  # non-trivial BN statistics
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.1, 0.1)
             m.running_var.uniform_(0.5, 1.5)
     torch.save({"model": model.state_dict()}, d / "teacher.pt")
     path = d / "fp.h5"
-    build(BuildOptions(teacher=str(d / "teacher.pt"), dataset=DATA, output=str(path), views=K, replay=True,
-                       dtype="float32", tables=("sample",), device="cpu", batch_size=64, chunk_size=16),
-          quiet=True)
+    build(
+        BuildOptions(
+            teacher=str(d / "teacher.pt"),
+            dataset=DATA,
+            output=str(path),
+            views=K,
+            replay=True,
+            dtype="float32",
+            tables=("sample",),
+            device="cpu",
+            batch_size=64,
+            chunk_size=16,
+        ),
+        quiet=True,
+    )
     fp = open_fingerprints(path)
     source = open_source(DATA, split="train")
     teacher = load_teacher(d / "teacher.pt").model
@@ -85,10 +97,10 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def test_file_targets_give_the_live_teachers_loss_and_gradients(setup):
     _, fp, source, teacher, R = setup
-    idx = np.arange(0, 40, 5)                                     # 8 samples
+    idx = np.arange(0, 40, 5)  # 8 samples
     b, r = len(idx), R.shape[1]
     params = torch.from_numpy(fp.view_params[idx].astype(np.int64))  # the recorded views [B, K, 3]
-    pad = int(fp.metadata["views"]["policy"]["padding"])
+    pad = int(fp.metadata.views.policy["padding"])
     mean, std = torch.tensor(source.mean), torch.tensor(source.std)
     views = make_views(source.get_batch(idx), params, pad, mean, std)  # [B*K, C, H, W]
 
@@ -96,7 +108,7 @@ def test_file_targets_give_the_live_teachers_loss_and_gradients(setup):
     live = _live_fingerprints(teacher, R, views).view(b, K, r).mean(dim=1)
     torch.testing.assert_close(stored, live, rtol=RTOL, atol=1e-6)
 
-    x_student = views.view(b, K, *views.shape[1:])[:, 0]       # the student sees one view per sample
+    x_student = views.view(b, K, *views.shape[1:])[:, 0]  # the student sees one view per sample
     loss_file, grads_file = _loss_and_grads(stored, x_student, R)
     loss_live, grads_live = _loss_and_grads(live, x_student, R)
     assert loss_file > 0
@@ -120,11 +132,11 @@ def test_a_replayed_view_carries_the_live_fingerprint_of_that_view(setup, seed, 
     assert label == int(fp.labels[i])
 
     # the target is the stored fingerprint of one recorded view, and img is exactly that view
-    views_table = torch.from_numpy(fp.table("views", LAYER)[i])              # [K, r]
+    views_table = torch.from_numpy(fp.table("views", LAYER)[i])  # [K, r]
     j = [k for k in range(K) if torch.equal(views_table[k], target)]
     assert len(j) >= 1
-    recorded = torch.from_numpy(fp.view_params[i:i + 1, j[0]:j[0] + 1].astype(np.int64))
-    pad = int(fp.metadata["views"]["policy"]["padding"])
+    recorded = torch.from_numpy(fp.view_params[i : i + 1, j[0] : j[0] + 1].astype(np.int64))
+    pad = int(fp.metadata.views.policy["padding"])
     cut = make_views(source.get_batch([i]), recorded, pad, torch.tensor(source.mean), torch.tensor(source.std))[0]
     assert torch.equal(img, cut)
 

@@ -39,7 +39,7 @@ def py_normals(seed: int, count: int) -> list[float]:
 
 def py_projection(d: int, r: int, seed: int) -> np.ndarray:
     z = py_normals(seed, d * r)
-    rows = [z[i * r:(i + 1) * r] for i in range(d)]  # row-major fill
+    rows = [z[i * r : (i + 1) * r] for i in range(d)]  # row-major fill
     norms = [math.sqrt(math.fsum(rows[i][j] ** 2 for i in range(d))) for j in range(r)]
     return np.array([[rows[i][j] / norms[j] for j in range(r)] for i in range(d)]).astype(np.float32)
 
@@ -52,6 +52,7 @@ def test_splitmix64_known_answers():
 @pytest.mark.parametrize("seed", SEEDS)
 def test_integer_stream_is_exact(seed):
     from fpkit.projection import _splitmix64
+
     assert [int(x) for x in _splitmix64(seed, 37)] == py_splitmix64(seed, 37)
 
 
@@ -88,6 +89,7 @@ def test_different_seeds_differ_and_d_r_are_a_row_major_fill():
 
 def test_sha256_is_over_little_endian_float32_row_major_bytes():
     import torch
+
     R = make_projection(4, 8, 0)
     digest = projection_sha256(R)
     assert digest == hashlib.sha256(R.astype("<f4").tobytes()).hexdigest()
@@ -120,5 +122,6 @@ def test_negative_count():
 
 
 def test_numpy_integer_arguments():
-    assert np.array_equal(make_projection(np.int64(4), np.int32(8), np.uint64(2**63 + 5)),
-                          make_projection(4, 8, 2**63 + 5))
+    assert np.array_equal(
+        make_projection(np.int64(4), np.int32(8), np.uint64(2**63 + 5)), make_projection(4, 8, 2**63 + 5)
+    )

@@ -61,8 +61,11 @@ def _resolve(schema: dict, root: dict) -> dict:
 
 
 def _same(a: Any, b: Any) -> bool:
-    return type(a) is type(b) and a == b or (
-        _TYPES["number"](a) and _TYPES["number"](b) and a == b and not isinstance(a, bool))
+    return (
+        type(a) is type(b)
+        and a == b
+        or (_TYPES["number"](a) and _TYPES["number"](b) and a == b and not isinstance(a, bool))
+    )
 
 
 def _check(v: Any, schema: dict | bool, root: dict, path: str) -> None:
@@ -86,7 +89,9 @@ def _check(v: Any, schema: dict | bool, root: dict, path: str) -> None:
         if ok == 0 and unknown:  # the form that fits but for an unknown field: report that field
             raise unknown[0]
         if ok != 1:
-            raise SchemaViolation(path, f"value {_short(v)} matches {ok} of the allowed forms, not exactly one ({'; '.join(errors)})")
+            raise SchemaViolation(
+                path, f"value {_short(v)} matches {ok} of the allowed forms, not exactly one ({'; '.join(errors)})"
+            )
     t = schema.get("type")
     if t is not None:
         types = t if isinstance(t, list) else [t]
@@ -134,8 +139,9 @@ def _check(v: Any, schema: dict | bool, root: dict, path: str) -> None:
                     if extra is False or _is_ignorable_ref(extra):
                         raise SchemaViolation(
                             f"{path}/{key}",
-                            "unknown field (not part of this format version and not marked "
-                            "{\"must_understand\": false})", unknown_field=True) from e
+                            'unknown field (not part of this format version and not marked {"must_understand": false})',
+                            unknown_field=True,
+                        ) from e
                     raise
 
 

@@ -14,6 +14,8 @@ ZSTD_FILTER_ID = 32015
 ZSTD_LEVEL = 3
 GZIP_LEVEL = 4
 TABLE_KINDS = ("sample", "class", "views")
+PROJECTION_GENERATOR = "fpkit-splitmix64-boxmuller-v1"
+PROJECTION_COLUMN_NORM = "l2"
 
 # root attributes
 ATTR_FORMAT = "format"

@@ -9,115 +9,73 @@ block, or :meth:`abort`, deletes the temporary file.
 
 from __future__ import annotations
 
-import datetime as _dt
-import errno
 import hashlib
 import json
 import os
-import platform
 import uuid
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Mapping
 
 import h5py
 import numpy as np
 
-from .._version import __version__
-from ..projection import GENERATOR, projection_sha256
-from ..errors import (ConfigError, FormatError, FpkitFileNotFoundError, FpkitPermissionError, MismatchError,
-                      NonFiniteError, OutputExistsError, StorageError)
-from . import codecs, quantize
+from ..errors import (
+    ConfigError,
+    FormatError,
+    FpkitFileNotFoundError,
+    FpkitPermissionError,
+    MismatchError,
+    NonFiniteError,
+    OutputExistsError,
+    StorageError,
+)
+from . import codecs, layout, quantize
+from ._stream import StreamedTable, fsync_dir, fsync_file, storage_error
 from ._validate import SchemaViolation, validate
-from .spec import (ATTR_COMPLETE, ATTR_FORMAT, ATTR_METADATA, ATTR_VERSION, CLASS_COUNTS,
-                   DEFAULT_CHUNK_ROWS, DEFAULT_CODEC, DEFAULT_DTYPE, FORMAT_NAME, FORMAT_VERSION,
-                   LABELS, SAMPLE_DIGESTS, VIEW_PARAMS)
+from .contents import FileContents
+from .digests import labels_sha256, order_sha256, projection_sha256
+from .metadata import (
+    LayerRecord,
+    Metadata,
+    ProjectionRecord,
+    Provenance,
+    TableRecord,
+)
+from .spec import (
+    ATTR_COMPLETE,
+    ATTR_FORMAT,
+    ATTR_METADATA,
+    ATTR_VERSION,
+    CLASS_COUNTS,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    LABELS,
+    PROJECTION_COLUMN_NORM,
+    PROJECTION_GENERATOR,
+    SAMPLE_DIGESTS,
+    VIEW_PARAMS,
+)
+
+__all__ = ["FingerprintWriter", "check_output_folder", "output_exists_error"]
 
 
-@dataclass(frozen=True)
-class LayerSpec:
-    """One tapped layer: its module name, pooling rule, feature dimension d and projection.
+def check_output_folder(path: Path) -> None:
+    """Refuse an output ``path`` whose folder is missing or not writable.
 
-    ``R`` is the float32 [d, r] projection; ``redacted=True`` leaves R and its seed out of the file
-    (the digest of R is still recorded).
+    Raises:
+        FpkitFileNotFoundError: the folder does not exist.  FpkitPermissionError: it is not writable.
     """
-
-    name: str
-    pooling: str
-    d: int
-    R: np.ndarray
-    seed: int
-    redacted: bool = False
-
-    @property
-    def r(self) -> int:
-        return int(self.R.shape[1])
+    folder = path.parent
+    if not folder.is_dir():
+        raise FpkitFileNotFoundError(f"output folder {folder} does not exist; create it or choose another -o path")
+    if not os.access(folder, os.W_OK):
+        raise FpkitPermissionError(f"output folder {folder} is not writable; choose another -o path")
 
 
-def library_versions() -> dict[str, str]:
-    """Versions of the libraries that influence a file's content, for provenance."""
-    import torch
-    import torchvision
-    return {"python": platform.python_version(), "numpy": np.__version__, "h5py": h5py.__version__,
-            "hdf5": h5py.version.hdf5_version, "torch": torch.__version__,
-            "torchvision": torchvision.__version__}
-
-
-def utc_now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def labels_sha256(labels: np.ndarray) -> str:
-    """SHA-256 of the label vector as little-endian int64."""
-    return hashlib.sha256(np.ascontiguousarray(labels, dtype="<i8").tobytes()).hexdigest()
-
-
-def order_sha256(sample_digests: np.ndarray) -> str:
-    """SHA-256 of the per-sample digests (little-endian uint64) in sample order."""
-    return hashlib.sha256(np.ascontiguousarray(sample_digests, dtype="<u8").tobytes()).hexdigest()
-
-
-def sample_digest(pixels: np.ndarray) -> int:
-    """Per-sample digest: the first 8 bytes (little-endian uint64) of SHA-256 of the image's
-    uint8 pixels in H x W x C order (C omitted for one-channel images stored as H x W)."""
-    arr = np.ascontiguousarray(pixels, dtype=np.uint8)
-    return int.from_bytes(hashlib.sha256(arr.tobytes()).digest()[:8], "little")
-
-
-class _Table:
-    """One HDF5 dataset being streamed: a chunk buffer, a running SHA-256 and the row count."""
-
-    def __init__(self, dset: h5py.Dataset, codec: str):
-        self.dset, self.codec = dset, codec
-        self.rows = dset.chunks[0]
-        self.buf = np.zeros(dset.chunks, dtype=dset.dtype)
-        self.fill = 0
-        self.written = 0
-        self.sha = hashlib.sha256()
-
-    def append(self, data: np.ndarray) -> None:
-        data = np.asarray(data, dtype=self.dset.dtype)
-        self.sha.update(np.ascontiguousarray(data).tobytes())
-        pos = 0
-        while pos < data.shape[0]:
-            take = min(self.rows - self.fill, data.shape[0] - pos)
-            self.buf[self.fill:self.fill + take] = data[pos:pos + take]
-            self.fill += take
-            pos += take
-            if self.fill == self.rows:
-                self._flush()
-
-    def _flush(self) -> None:
-        if self.fill:
-            codecs.write_chunk(self.dset, self.codec, self.written, self.buf[: self.fill])
-            self.written += self.fill
-            self.fill = 0
-
-    def finish(self) -> dict:
-        self._flush()
-        if self.written != self.dset.shape[0]:
-            raise MismatchError(f"table {self.dset.name} got {self.written} rows, expected {self.dset.shape[0]}")
-        return {"dtype": str(self.dset.dtype), "shape": list(self.dset.shape), "sha256": self.sha.hexdigest()}
+def output_exists_error(path: Path) -> OutputExistsError:
+    """The error for an existing output that the caller was not asked to replace."""
+    return OutputExistsError(f"{path} exists; pass --force to replace it or choose another -o path")
 
 
 class FingerprintWriter:
@@ -125,75 +83,53 @@ class FingerprintWriter:
 
     Args:
         path: final file name (the folder must exist and be writable).
-        layers: the tapped layers, in the order they are stored.
-        labels: int [N] class index of every sample, in file order.
-        sample_digests: uint64 [N] per-sample digests (:func:`sample_digest`).
-        classes: the C class names.
-        teacher, dataset, views, compute: metadata sections (formats/SPEC.md); the writer fills
-            ``dataset.num_samples/num_classes/classes/labels_sha256/order_sha256`` itself.
-        tables: which of "sample", "class" to store (at least one).
-        views_per_sample: K, to store per-view tables [N, K, r] and ``view_params`` (replay).
-        dtype, codec, chunk_rows: storage options.
+        contents: the layers, labels, digests, class names and metadata sections
+            (:class:`~fpkit.format.FileContents`).
         overwrite: replace an existing file at ``path``.
-        created, libraries: provenance overrides (golden files use fixed values).
 
     Raises:
         ConfigError, OutputExistsError, FpkitFileNotFoundError, FpkitPermissionError, StorageError.
     """
 
-    def __init__(self, path: str | os.PathLike, *, layers: Sequence[LayerSpec], labels: np.ndarray,
-                 sample_digests: np.ndarray, classes: Sequence[str], teacher: Mapping[str, Any],
-                 dataset: Mapping[str, Any], views: Mapping[str, Any], compute: Mapping[str, Any],
-                 tables: Sequence[str] = ("sample", "class"), views_per_sample: int | None = None,
-                 dtype: str = DEFAULT_DTYPE, codec: str = DEFAULT_CODEC,
-                 chunk_rows: int = DEFAULT_CHUNK_ROWS, overwrite: bool = False,
-                 created: str | None = None, libraries: Mapping[str, str] | None = None,
-                 extra: Mapping[str, Any] | None = None):
-        quantize.check_dtype(dtype)
-        codecs.check_codec(codec)
+    def __init__(self, path: str | os.PathLike, contents: FileContents, *, overwrite: bool = False):
+        st = contents.storage
+        quantize.check_dtype(st.dtype)
+        codecs.check_codec(st.codec)
         self.path = Path(path)
-        self._check_inputs(layers, labels, sample_digests, classes, tables, chunk_rows)
+        self._check_inputs(contents)
         self._check_output(overwrite)
-        self.layers = list(layers)
-        self.labels = np.asarray(labels, dtype=np.int64)
+        self.contents = contents
+        self.layers = list(contents.layers)
+        self.labels = np.asarray(contents.labels, dtype=np.int64)
         self.n = int(self.labels.shape[0])
-        self.c = len(classes)
-        self.dtype, self.codec, self.chunk_rows = dtype, codec, int(chunk_rows)
-        self.tables = tuple(t for t in ("sample", "class") if t in tables)
-        self.k = views_per_sample
+        self.c = len(contents.classes)
+        self.dtype, self.codec, self.chunk_rows = st.dtype, st.codec, int(st.chunk_rows)
+        self.tables = tuple(t for t in ("sample", "class") if t in contents.tables)
+        self.k = contents.views_per_sample
         self._done = 0
         self._closed = False
         self._class_sum = [np.zeros((self.c, sp.r), dtype=np.float64) for sp in self.layers]
         self._fidelity: dict[tuple[int, str], float] = {}
-        self._meta = {
-            "fpkit_version": __version__,
-            "created": created or utc_now(),
-            "libraries": dict(libraries) if libraries is not None else library_versions(),
-            "teacher": dict(teacher),
-            "dataset": {**dict(dataset), "num_samples": self.n, "num_classes": self.c,
-                        "classes": list(classes), "labels_sha256": labels_sha256(self.labels),
-                        "order_sha256": order_sha256(np.asarray(sample_digests, dtype=np.uint64))},
-            "views": dict(views),
-            "compute": dict(compute),
-            "storage": {"dtype": dtype, "codec": codec, "chunk_rows": self.chunk_rows},
-            **(dict(extra) if extra else {}),
-        }
+        digests = np.asarray(contents.sample_digests, dtype=np.uint64)
+        self._meta = self._metadata(contents, digests)
         self._tmp = self.path.parent / f".{self.path.name}.writing-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         try:
             self._f = h5py.File(self._tmp, "w", track_order=False)
             # identify the file from the start, so that an interrupted write reads as incomplete
             self._f.attrs[ATTR_FORMAT] = FORMAT_NAME
             self._f.attrs[ATTR_VERSION] = FORMAT_VERSION
-            self._create(np.asarray(sample_digests, dtype=np.uint64))
+            self._create(digests)
             self._check_metadata()
         except BaseException as e:
             self.abort()
             if isinstance(e, OSError):
-                raise _os_error(e, self.path) from e
+                raise storage_error(e, self.path) from e
             raise
 
     # ---------------------------------------------------------------- setup
-    def _check_inputs(self, layers, labels, sample_digests, classes, tables, chunk_rows) -> None:
+    def _check_inputs(self, contents: FileContents) -> None:
+        layers, labels, classes, tables = contents.layers, contents.labels, contents.classes, contents.tables
+        chunk_rows = contents.storage.chunk_rows
         if not layers:
             raise ConfigError("at least one layer is needed")
         names = [sp.name for sp in layers]
@@ -205,8 +141,8 @@ class FingerprintWriter:
         n = len(labels)
         if n < 1:
             raise ConfigError("a fingerprint file needs at least one sample")
-        if len(sample_digests) != n:
-            raise MismatchError(f"{len(sample_digests)} sample digests for {n} labels")
+        if len(contents.sample_digests) != n:
+            raise MismatchError(f"{len(contents.sample_digests)} sample digests for {n} labels")
         lab = np.asarray(labels)
         if lab.min() < 0 or lab.max() >= len(classes):
             raise ConfigError(f"labels must lie in [0, {len(classes)}), got range [{lab.min()}, {lab.max()}]")
@@ -216,82 +152,109 @@ class FingerprintWriter:
             raise ConfigError(f"chunk_rows must be >= 1, got {chunk_rows}")
 
     def _check_output(self, overwrite: bool) -> None:
-        folder = self.path.parent
-        if not folder.is_dir():
-            raise FpkitFileNotFoundError(f"output folder {folder} does not exist; create it or choose another -o path")
-        if not os.access(folder, os.W_OK):
-            raise FpkitPermissionError(f"output folder {folder} is not writable; choose another -o path")
+        check_output_folder(self.path)
         if self.path.is_dir():
             raise ConfigError(f"output {self.path} is a folder; give a file name such as {self.path / 'fp.h5'}")
         if self.path.exists() and not overwrite:
-            raise OutputExistsError(f"{self.path} exists; pass --force to replace it or choose another -o path")
+            raise output_exists_error(self.path)
+
+    def _metadata(self, contents: FileContents, digests: np.ndarray) -> Metadata:
+        """The document as far as it is known before any row: no layers and no datasets yet."""
+        dataset = replace(
+            contents.dataset,
+            num_samples=self.n,
+            num_classes=self.c,
+            classes=tuple(contents.classes),
+            labels_sha256=labels_sha256(self.labels),
+            order_sha256=order_sha256(digests),
+        )
+        try:
+            return Metadata(
+                provenance=contents.provenance or Provenance.now(),
+                teacher=contents.teacher,
+                dataset=dataset,
+                views=contents.views,
+                compute=contents.compute,
+                storage=replace(contents.storage, chunk_rows=self.chunk_rows),
+                layers=(),
+                datasets={},
+                extras=dict(contents.extra or {}),
+            )
+        except ValueError as e:  # an extension field that shadows a field of the format
+            raise ConfigError(f"metadata {e}") from e
 
     def _check_metadata(self) -> None:
         """Refuse, before any row is computed, metadata that would make a file no reader accepts."""
         try:
-            validate({**self._meta, "datasets": {}})
+            validate(self._meta.to_json())
         except SchemaViolation as e:
             raise ConfigError(f"metadata {e}; it would not follow format {FORMAT_VERSION} (formats/SPEC.md)") from e
-        v = self._meta["views"]
-        if bool(v["replay"]) != bool(self.k) or (self.k and v["per_sample"] != self.k):
-            raise ConfigError(f"views.replay={v['replay']} and views.per_sample={v['per_sample']} do not fit "
-                              f"views_per_sample={self.k}: replay must be true exactly when per-view tables "
-                              "are stored, and per_sample must then equal views_per_sample")
+        v = self._meta.views
+        if bool(v.replay) != bool(self.k) or (self.k and v.per_sample != self.k):
+            raise ConfigError(
+                f"views.replay={v.replay} and views.per_sample={v.per_sample} do not fit "
+                f"views_per_sample={self.k}: replay must be true exactly when per-view tables "
+                "are stored, and per_sample must then equal views_per_sample"
+            )
 
     def _create(self, sample_digests: np.ndarray) -> None:
-        f, n, c = self._f, self.n, self.c
-        self._t: dict[str, _Table] = {}
-        self._aux: dict[str, np.ndarray] = {}
-
-        def table(path: str, shape: tuple[int, ...], dtype: str) -> _Table:
-            group, _, name = path.rpartition("/")
-            g = f.require_group(group) if group else f
-            # per-view tables [N, K, ...]: keep a chunk near chunk_rows rows of r values
-            per_view = name.startswith("views") or path == VIEW_PARAMS
-            rows = max(1, self.chunk_rows // self.k) if per_view and self.k else self.chunk_rows
-            t = _Table(codecs.create_table(g, name, shape, dtype, self.codec, rows), self.codec)
-            self._t[path] = t
-            return t
-
-        table(LABELS, (n,), "int64").append(self.labels)
-        table(SAMPLE_DIGESTS, (n,), "uint64").append(sample_digests)
-        counts = np.bincount(self.labels, minlength=c).astype(np.int64)
-        table(CLASS_COUNTS, (c,), "int64").append(counts)
-        self._counts = counts
-        if self.k:
-            table(VIEW_PARAMS, (n, self.k, 3), "int16")
-        layer_meta = []
+        """Create every dataset of the layout, in its order, writing those known up front."""
+        fs = layout.FileShape(n=self.n, c=self.c, k=self.k, dtype=self.dtype)
+        self._counts = np.bincount(self.labels, minlength=self.c).astype(np.int64)
+        known = {LABELS: self.labels, SAMPLE_DIGESTS: sample_digests, CLASS_COUNTS: self._counts}
+        datasets = layout.fixed_datasets(fs)
+        kinds = self.tables + (("views",) if self.k else ())
+        records = []
         for i, sp in enumerate(self.layers):
-            g = f"layers/{i}"
-            tables: dict[str, Any] = {}
+            datasets += layout.layer_datasets(i, sp.d, sp.r, not sp.redacted, kinds, fs)
             if not sp.redacted:
-                table(f"{g}/projection", (sp.d, sp.r), "float32").append(sp.R.astype(np.float32))
-            kinds = [t for t in self.tables] + (["views"] if self.k else [])
-            for kind in kinds:
-                rows = c if kind == "class" else n
-                shape = (rows, self.k, sp.r) if kind == "views" else (rows, sp.r)
-                table(f"{g}/{kind}", shape, self.dtype)
-                scale = None
-                if self.dtype == "int8":
-                    scale = f"{g}/{kind}_scale"
-                    table(scale, shape[:-1], "float32")
-                tables[kind] = {"dataset": f"{g}/{kind}", "scale": scale, "fidelity_min_cos": 1.0}
-            layer_meta.append({
-                "name": sp.name, "pooling": sp.pooling, "d": int(sp.d), "group": g,
-                "projection": {"r": sp.r, "seed": None if sp.redacted else int(sp.seed),
-                               "generator": GENERATOR, "column_norm": "l2",
-                               "sha256": projection_sha256(sp.R), "stored": not sp.redacted},
-                "tables": tables,
-            })
-        self._meta["layers"] = layer_meta
+                known[layout.projection_path(i)] = sp.R.astype(np.float32)
+            records.append(
+                LayerRecord(
+                    name=sp.name,
+                    pooling=sp.pooling,
+                    d=int(sp.d),
+                    group=layout.layer_group(i),
+                    projection=ProjectionRecord(
+                        r=sp.r,
+                        seed=None if sp.redacted else int(sp.seed),
+                        generator=PROJECTION_GENERATOR,
+                        column_norm=PROJECTION_COLUMN_NORM,
+                        sha256=projection_sha256(sp.R),
+                        stored=not sp.redacted,
+                    ),
+                    tables={
+                        kind: TableRecord(
+                            dataset=layout.table_path(i, kind),
+                            scale=layout.scale_path(i, kind, self.dtype),
+                            fidelity_min_cos=1.0,
+                        )
+                        for kind in kinds
+                    },
+                )
+            )
+        self._meta = replace(self._meta, layers=tuple(records))
+        self._t: dict[str, StreamedTable] = {}
+        for ds in datasets:
+            group, _, name = ds.path.rpartition("/")
+            g = self._f.require_group(group) if group else self._f
+            rows = ds.chunk_rows(self.chunk_rows, self.k)
+            t = StreamedTable(codecs.create_table(g, name, ds.shape, ds.dtype, self.codec, rows), self.codec)
+            self._t[ds.path] = t
+            if ds.path in known:
+                t.append(known[ds.path])
 
     # ---------------------------------------------------------------- streaming
     @property
     def rows_written(self) -> int:
         return self._done
 
-    def append(self, rows: Mapping[str, np.ndarray], views: Mapping[str, np.ndarray] | None = None,
-               view_params: np.ndarray | None = None) -> None:
+    def append(
+        self,
+        rows: Mapping[str, np.ndarray],
+        views: Mapping[str, np.ndarray] | None = None,
+        view_params: np.ndarray | None = None,
+    ) -> None:
         """Append the next B samples' fingerprints.
 
         Args:
@@ -321,7 +284,7 @@ class FingerprintWriter:
             self._check_finite(sp.name, rows[sp.name])
             if self.k and sp.name in views:
                 self._check_finite(sp.name, views[sp.name])
-        labels = self.labels[self._done:self._done + b]
+        labels = self.labels[self._done : self._done + b]
         try:
             if self.k:
                 vp = np.asarray(view_params)
@@ -336,10 +299,12 @@ class FingerprintWriter:
                 if self.k:
                     v = np.asarray(views[sp.name], dtype=np.float32)
                     if v.shape != (b, self.k, sp.r):
-                        raise MismatchError(f"layer {sp.name}: views must be [{b}, {self.k}, {sp.r}], got {list(v.shape)}")
+                        raise MismatchError(
+                            f"layer {sp.name}: views must be [{b}, {self.k}, {sp.r}], got {list(v.shape)}"
+                        )
                     self._store(i, "views", v)
         except OSError as e:
-            raise _os_error(e, self.path) from e
+            raise storage_error(e, self.path) from e
         self._done += b
 
     def _check_finite(self, name: str, values: np.ndarray) -> None:
@@ -351,15 +316,14 @@ class FingerprintWriter:
             ok = finite & (np.abs(arr) < 65520).reshape(arr.shape[0], -1).all(axis=1)
         if not ok.all():
             bad = (np.flatnonzero(~ok) + self._done).tolist()
-            hint = ("; they exceed float16's range (|x| <= 65504): store float32" if finite.all() else "")
+            hint = "; they exceed float16's range (|x| <= 65504): store float32" if finite.all() else ""
             raise NonFiniteError(f"layer {name}: non-finite fingerprint values at samples {bad[:10]}{hint}")
 
     def _store(self, i: int, kind: str, values: np.ndarray) -> None:
-        g = f"layers/{i}"
         stored, scale = quantize.encode(values, self.dtype)
-        self._t[f"{g}/{kind}"].append(stored)
+        self._t[layout.table_path(i, kind)].append(stored)
         if scale is not None:
-            self._t[f"{g}/{kind}_scale"].append(scale)
+            self._t[layout.scale_path(i, kind, self.dtype)].append(scale)
         cos = quantize.min_row_cosine(quantize.decode(stored, scale), values)
         key = (i, kind)
         self._fidelity[key] = min(self._fidelity.get(key, 1.0), cos)
@@ -381,27 +345,36 @@ class FingerprintWriter:
                     means = (self._class_sum[i] / safe).astype(np.float32)
                     self._store(i, "class", means)
             datasets = {path: t.finish() for path, t in sorted(self._t.items())}
-            for i, lm in enumerate(self._meta["layers"]):
-                for kind, info in lm["tables"].items():
-                    info["fidelity_min_cos"] = round(self._fidelity.get((i, kind), 1.0), 9)
-            self._meta["datasets"] = datasets
+            layers = tuple(
+                replace(
+                    lay,
+                    tables={
+                        kind: replace(info, fidelity_min_cos=round(self._fidelity.get((i, kind), 1.0), 9))
+                        for kind, info in lay.tables.items()
+                    },
+                )
+                for i, lay in enumerate(self._meta.layers)
+            )
+            self._meta = replace(self._meta, layers=layers, datasets=datasets)
             try:
-                text = json.dumps(self._meta, sort_keys=True, separators=(",", ":"), allow_nan=False)
+                text = json.dumps(self._meta.to_json(), sort_keys=True, separators=(",", ":"), allow_nan=False)
             except ValueError as e:
-                raise FormatError(f"the metadata of {self.path} holds a NaN or infinite number, which JSON "
-                                  "cannot carry; check the values given to the writer (normalisation, "
-                                  "accuracy)") from e
+                raise FormatError(
+                    f"the metadata of {self.path} holds a NaN or infinite number, which JSON "
+                    "cannot carry; check the values given to the writer (normalisation, "
+                    "accuracy)"
+                ) from e
             f = self._f
             f.attrs[ATTR_METADATA] = text
             f.attrs[ATTR_COMPLETE] = hashlib.sha256(text.encode()).hexdigest()
             f.close()
-            _fsync(self._tmp)
+            fsync_file(self._tmp)
             os.replace(self._tmp, self.path)
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
         except BaseException as e:
             self.abort()
             if isinstance(e, OSError) and not isinstance(e, StorageError):
-                raise _os_error(e, self.path) from e
+                raise storage_error(e, self.path) from e
             raise
         self._closed = True
         return self.path
@@ -420,7 +393,7 @@ class FingerprintWriter:
         except (FileNotFoundError, AttributeError):
             pass
 
-    def __enter__(self) -> "FingerprintWriter":
+    def __enter__(self) -> FingerprintWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -428,28 +401,3 @@ class FingerprintWriter:
             self.close()
         else:
             self.abort()
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        _fsync(path)
-    except OSError:  # some filesystems do not allow fsync on folders
-        pass
-
-
-def _os_error(e: BaseException, path: Path) -> BaseException:
-    if not isinstance(e, OSError) or isinstance(e, (StorageError, FpkitPermissionError)):
-        return e
-    if getattr(e, "errno", None) == errno.ENOSPC or "No space" in str(e):
-        return StorageError(errno.ENOSPC, f"disk full while writing {path}; free space or choose another -o path")
-    if isinstance(e, PermissionError):
-        return FpkitPermissionError(f"cannot write {path}: {e}; choose a writable -o path")
-    return StorageError(getattr(e, "errno", None) or errno.EIO, f"writing {path} failed: {e}")

@@ -15,7 +15,6 @@ work as well as 32x32 ones; it has no parameters or buffers.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from functools import partial
 
 import torch
 from torch import nn
@@ -81,9 +80,7 @@ class CifarResNet(nn.Module):
         if blocks_per_stage < 1:
             raise ConfigError(f"blocks_per_stage must be >= 1, got {blocks_per_stage}")
         if num_classes < 1 or in_channels < 1:
-            raise ConfigError(
-                f"num_classes and in_channels must be >= 1, got {num_classes} and {in_channels}"
-            )
+            raise ConfigError(f"num_classes and in_channels must be >= 1, got {num_classes} and {in_channels}")
         self.conv1 = nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
         self.relu = nn.ReLU(inplace=True)
@@ -199,9 +196,9 @@ def _shape(state_dict: Mapping[str, object], key: str) -> tuple[int, ...] | None
 def _blocks_in(state_dict: Mapping[str, object], layer: str) -> int:
     prefix = layer + "."
     indices = {
-        int(k[len(prefix):].split(".", 1)[0])
+        int(k[len(prefix) :].split(".", 1)[0])
         for k in state_dict
-        if k.startswith(prefix) and k[len(prefix):].split(".", 1)[0].isdigit()
+        if k.startswith(prefix) and k[len(prefix) :].split(".", 1)[0].isdigit()
     }
     if not indices or indices != set(range(len(indices))):
         return 0

@@ -1,4 +1,4 @@
-"""Shared helpers of the format tests: valid metadata sections, a one-call writer, a Dataset.
+"""Shared helpers of the format tests: a one-call writer over fpkit.testing, metadata editing, a Dataset.
 
 This module is imported by name (``_helpers``) from the test files, and by DataLoader workers
 started with "spawn", which is why the Dataset class lives here and not in a test file.
@@ -10,81 +10,59 @@ import hashlib
 import json
 import math
 from pathlib import Path
-from typing import Sequence
 
 import h5py
 import numpy as np
 
-from fpkit.format import FingerprintWriter, LayerSpec
-from fpkit.projection import make_projection
+from fpkit.testing import ExampleFile, example_layers, example_rows, write_example_file
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = REPO / "formats" / "golden"
-CREATED = "2026-01-01T00:00:00Z"
-LIBRARIES = {"python": "test", "numpy": "test", "h5py": "test", "hdf5": "test"}
+rows_for = example_rows
 
 
-def teacher() -> dict:
-    return {"arch": "resnet8", "weights_sha256": "0" * 64, "num_params": 1, "source_kind": "synthetic",
-            "trusted_code": False, "accuracy": None}
+def layer_specs(num_layers: int, r: int, d: int = 6, redacted=None):
+    """The example layers layer1.. with projection seeds 0, 1, ..."""
+    return example_layers(num_layers, d=d, r=r, redacted=redacted or False)
 
 
-def dataset() -> dict:
-    return {"name": "test", "split": "train", "image_shape": [32, 32, 3],
-            "normalize": {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}}
-
-
-def views(k: int | None) -> dict:
-    return {"policy": {"name": "pad_crop_flip", "padding": 4, "fill": 0, "flip": True},
-            "count": k or 8, "per_sample": k or 8, "seed": 0, "replay": bool(k)}
-
-
-COMPUTE = {"device": "cpu", "autocast": None, "batch_size": 8, "world_size": 1}
-
-
-def rows_for(n: int, r: int, seed: int, k: int | None = None) -> np.ndarray:
-    """float32 Gaussian rows (scale 0.3, so |x| < 2 like real fingerprints), seeded."""
-    rng = np.random.default_rng(seed)
-    shape = (n, k, r) if k else (n, r)
-    return rng.standard_normal(shape).astype(np.float32) * np.float32(0.3)
-
-
-def layer_specs(num_layers: int, r: int, d: int = 6, redacted: Sequence[bool] | None = None) -> list[LayerSpec]:
-    redacted = redacted or [False] * num_layers
-    return [LayerSpec(f"layer{i + 1}", "avg", d, make_projection(d, r, i), i, redacted=redacted[i])
-            for i in range(num_layers)]
-
-
-def write(path, *, n: int = 10, c: int = 3, r: int = 8, num_layers: int = 1, dtype: str = "float16",
-          codec: str = "none", chunk_rows: int = 4, tables=("sample", "class"), k: int | None = None,
-          labels: np.ndarray | None = None, rows: dict | None = None, vws: dict | None = None,
-          batch: int = 3, redacted=None, seed: int = 0, **kw):
-    """Write a file; return (path, labels, rows, views, view_params) with the exact inputs."""
-    specs = layer_specs(num_layers, r, redacted=redacted)
-    if labels is None:
-        labels = np.random.default_rng(seed + 100).integers(0, c, n)
-    labels = np.asarray(labels, dtype=np.int64)
-    digests = np.arange(n, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15 % 2**63)
-    if vws is None and k:
-        vws = {sp.name: rows_for(n, r, seed + i, k) for i, sp in enumerate(specs)}
-    if rows is None:
-        rows = ({name: v.mean(axis=1).astype(np.float32) for name, v in vws.items()} if k else
-                {sp.name: rows_for(n, r, seed + i) for i, sp in enumerate(specs)})
-    vp = None
-    if k:
-        vp = np.random.default_rng(seed + 7).integers(0, 9, (n, k, 3)).astype(np.int16)
-        vp[..., 2] %= 2
-    with FingerprintWriter(path, layers=specs, labels=labels, sample_digests=digests,
-                           classes=[f"c{i}" for i in range(c)], teacher=teacher(), dataset=dataset(),
-                           views=views(k), compute=COMPUTE, tables=tables, views_per_sample=k,
-                           dtype=dtype, codec=codec, chunk_rows=chunk_rows, created=CREATED,
-                           libraries=LIBRARIES, **kw) as w:
-        for s in range(0, n, batch):
-            sl = slice(s, s + batch)
-            w.append({name: x[sl] for name, x in rows.items()},
-                     views=None if not k else {name: v[sl] for name, v in vws.items()},
-                     view_params=None if vp is None else vp[sl])
-    return Path(path), labels, rows, vws, vp
+def write(
+    path,
+    *,
+    n: int = 10,
+    c: int = 3,
+    r: int = 8,
+    num_layers: int = 1,
+    dtype: str = "float16",
+    codec: str = "none",
+    chunk_rows: int = 4,
+    tables=("sample", "class"),
+    k: int | None = None,
+    labels: np.ndarray | None = None,
+    rows: dict | None = None,
+    vws: dict | None = None,
+    batch: int = 3,
+    redacted=None,
+    seed: int = 0,
+    overwrite: bool = False,
+):
+    """Write a file (fpkit.testing.write_example_file); return (path, labels, rows, views, view_params)."""
+    spec = ExampleFile(
+        n=n,
+        classes=c,
+        r=r,
+        layers=num_layers,
+        tables=tuple(tables),
+        replay=k,
+        redact=tuple(redacted) if redacted else False,
+        dtype=dtype,
+        codec=codec,
+        chunk_rows=chunk_rows,
+        batch=batch,
+        seed=seed,
+    )
+    data = write_example_file(path, spec, labels=labels, rows=rows, views=vws, overwrite=overwrite)
+    return data.path, data.labels, data.rows, data.views, data.view_params
 
 
 def set_metadata(path, meta: dict, *, recompute_complete: bool = True) -> None:

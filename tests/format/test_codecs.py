@@ -5,15 +5,14 @@ from __future__ import annotations
 import shutil
 import struct
 
+import _helpers as H
 import h5py
 import numpy as np
 import pytest
 import zstandard
 
-import _helpers as H
 from fpkit.errors import ConfigError, CorruptFileError
-from fpkit.format import open_fingerprints, verify_fingerprints
-from fpkit.format import codecs
+from fpkit.format import codecs, open_fingerprints, verify_fingerprints
 from fpkit.format.spec import GZIP_LEVEL, ZSTD_FILTER_ID, ZSTD_LEVEL
 
 
@@ -41,8 +40,9 @@ def test_layout(tmp_path, codec):
 
 
 def test_zstd_chunks_are_full_checksummed_frames(tmp_path):
-    path, _, rows, *_ = H.write(tmp_path / "fp.h5", n=11, r=5, chunk_rows=4, codec="zstd", dtype="float32",
-                                tables=("sample",))
+    path, _, rows, *_ = H.write(
+        tmp_path / "fp.h5", n=11, r=5, chunk_rows=4, codec="zstd", dtype="float32", tables=("sample",)
+    )
     with h5py.File(path, "r") as f:
         d = f["layers/0/sample"]
         for start in (0, 4, 8):  # the last chunk holds 3 rows, padded to 4 with zeros
@@ -53,7 +53,7 @@ def test_zstd_chunks_are_full_checksummed_frames(tmp_path):
             raw = zstandard.ZstdDecompressor().decompress(frame)
             block = np.frombuffer(raw, np.uint8).reshape(4, -1).T.copy().view("<f4").reshape(4, 5)
             n = min(4, 11 - start)
-            assert np.array_equal(block[:n], rows["layer1"][start:start + n])
+            assert np.array_equal(block[:n], rows["layer1"][start : start + n])
             assert not block[n:].any()
 
 
@@ -77,8 +77,9 @@ def _flip_bit(path, dataset: str, chunk_index: int, where: float = 0.5) -> None:
 
 
 @pytest.mark.parametrize("codec", ["none", "gzip", "zstd"])
-@pytest.mark.parametrize("dataset, chunk", [("layers/0/sample", 0), ("layers/0/sample", 2),
-                                            ("layers/0/class", 0), ("labels", 1)])
+@pytest.mark.parametrize(
+    "dataset, chunk", [("layers/0/sample", 0), ("layers/0/sample", 2), ("layers/0/class", 0), ("labels", 1)]
+)
 @pytest.mark.parametrize("where", [0.1, 0.5, 0.9])
 def test_flipped_bit_in_table_data(tmp_path, codec, dataset, chunk, where):
     path, *_ = H.write(tmp_path / "fp.h5", n=11, r=8, chunk_rows=4, codec=codec, dtype="float16")
@@ -132,7 +133,7 @@ def test_zstd_read_errors(tmp_path):
     with pytest.raises(CorruptFileError, match="unused data"):  # bytes after the frame
         last_chunk(zstandard.ZstdCompressor().compress(b"\0" * 48) + b"junk!!!")
     checked = bytearray(zstandard.ZstdCompressor(write_checksum=True).compress(bytes(range(48))))
-    checked[-1] ^= 0x01                                        # the content checksum no longer fits
+    checked[-1] ^= 0x01  # the content checksum no longer fits
     with pytest.raises(CorruptFileError, match="checksum"):
         last_chunk(bytes(checked))
     # a frame without checksum (what hdf5plugin's filter 32015 writes) is read
@@ -167,10 +168,16 @@ def test_fpkit_zstd_file_reads_through_hdf5plugin(tmp_path, dtype):
             assert np.array_equal(f[name][3:11], arr[3:11])  # partial reads across chunks
 
 
-@pytest.mark.parametrize("dtype, shape, chunks", [
-    ("float16", (13, 7), (5, 7)), ("float32", (9, 2, 4), (4, 2, 4)), ("int8", (10, 3), (4, 3)),
-    ("int64", (7,), (3,)), ("uint64", (5,), (5,)),
-])
+@pytest.mark.parametrize(
+    "dtype, shape, chunks",
+    [
+        ("float16", (13, 7), (5, 7)),
+        ("float32", (9, 2, 4), (4, 2, 4)),
+        ("int8", (10, 3), (4, 3)),
+        ("int64", (7,), (3,)),
+        ("uint64", (5,), (5,)),
+    ],
+)
 def test_hdf5plugin_zstd_dataset_decodes_with_read_table(tmp_path, dtype, shape, chunks):
     hdf5plugin = pytest.importorskip("hdf5plugin")
     rng = np.random.default_rng(0)

@@ -8,13 +8,13 @@ import json
 import subprocess
 import sys
 
+import _helpers as H
 import h5py
 import numpy as np
 import pytest
-
-import _helpers as H
 from _helpers import bits_equal, ref_class_means, ref_decoded
-from fpkit.format import open_fingerprints, verify_fingerprints
+
+from fpkit.format import Accuracy, open_fingerprints, verify_fingerprints
 from fpkit.projection import make_projection, projection_sha256
 
 EXPECTED = json.loads((H.GOLDEN / "expected.json").read_text(encoding="utf-8"))
@@ -43,13 +43,13 @@ def test_values_equal_expected_json(name):
     fp = open_fingerprints(H.GOLDEN / name)
     assert verify_fingerprints(H.GOLDEN / name) == []
     assert fp.format_version == exp["format_version"] == "1.0"
-    assert fp.metadata["storage"] == exp["storage"]
+    assert fp.metadata.storage.to_json() == exp["storage"]
     assert fp.labels.tolist() == exp["labels"]
     assert [int(x) for x in fp.sample_digests] == exp["sample_digests"]
     assert fp.class_counts.tolist() == exp["class_counts"]
     assert (None if fp.view_params is None else fp.view_params.tolist()) == exp["view_params"]
-    assert fp.metadata["dataset"]["labels_sha256"] == exp["labels_sha256"]
-    assert fp.metadata["dataset"]["order_sha256"] == exp["order_sha256"]
+    assert fp.metadata.dataset.labels_sha256 == exp["labels_sha256"]
+    assert fp.metadata.dataset.order_sha256 == exp["order_sha256"]
     assert fp.layer_names == list(exp["layers"])
     for lname, lexp in exp["layers"].items():
         lay = fp.layer(lname)
@@ -100,9 +100,10 @@ def test_values_match_an_independent_recomputation():
 def test_metadata_highlights():
     fp = open_fingerprints(H.GOLDEN / MG.FILES[0])
     m = fp.metadata
-    assert m["created"] == MG.CREATED and m["libraries"] == MG.LIBRARIES and m["fpkit_version"] == MG.FPKIT_VERSION
-    assert m["teacher"]["accuracy"] == {"top1": 0.75, "measured_on": "views", "count": 96}
-    assert m["layers"][0]["projection"]["generator"] == "fpkit-splitmix64-boxmuller-v1"
+    assert m.created == MG.CREATED and m.libraries == MG.LIBRARIES and m.fpkit_version == MG.FPKIT_VERSION
+    assert m.provenance == MG.PROVENANCE
+    assert m.teacher.accuracy == Accuracy(top1=0.75, measured_on="views", count=96)
+    assert m.layers[0].projection.generator == "fpkit-splitmix64-boxmuller-v1"
     with h5py.File(H.GOLDEN / MG.FILES[0], "r") as f:
         assert set(f.attrs) == {"format", "format_version", "metadata", "complete"}
         assert f.attrs["complete"] == hashlib.sha256(f.attrs["metadata"].encode()).hexdigest()
@@ -111,12 +112,18 @@ def test_metadata_highlights():
 
 def test_regenerated_files_are_byte_identical(tmp_path):
     if h5py.version.hdf5_version != EXPECTED["hdf5_version"]:
-        pytest.skip(f"golden files were written with HDF5 {EXPECTED['hdf5_version']}, this is "
-                    f"{h5py.version.hdf5_version}: HDF5 may lay the bytes out differently")
+        pytest.skip(
+            f"golden files were written with HDF5 {EXPECTED['hdf5_version']}, this is "
+            f"{h5py.version.hdf5_version}: HDF5 may lay the bytes out differently"
+        )
     # a fresh interpreter: a zstd filter registered in this process (hdf5plugin, imported by other
     # tests) would put its name into the pipeline message of zstd datasets (formats/SPEC.md, 9)
-    subprocess.run([sys.executable, str(H.REPO / "formats" / "make_golden.py"), str(tmp_path)],
-                   check=True, capture_output=True, cwd=H.REPO)
+    subprocess.run(
+        [sys.executable, str(H.REPO / "formats" / "make_golden.py"), str(tmp_path)],
+        check=True,
+        capture_output=True,
+        cwd=H.REPO,
+    )
     assert json.loads((tmp_path / "expected.json").read_text()) == EXPECTED
     for name in NAMES:
         got = (tmp_path / name).read_bytes()

@@ -11,16 +11,26 @@ import pickle
 import shutil
 from pathlib import Path
 
+import _helpers as H
 import h5py
 import numpy as np
 import pytest
 
-import _helpers as H
 from fpkit import errors
-from fpkit.errors import (ConfigError, CorruptFileError, FormatError, FpkitError, FpkitFileNotFoundError,
-                          FpkitPermissionError, IncompleteFileError, RedactedError, UnknownFieldError,
-                          UnsupportedVersionError)
-from fpkit.format import FingerprintFile, FingerprintWriter, open_fingerprints, verify_fingerprints
+from fpkit.errors import (
+    ConfigError,
+    CorruptFileError,
+    FormatError,
+    FpkitError,
+    FpkitFileNotFoundError,
+    FpkitPermissionError,
+    IncompleteFileError,
+    RedactedError,
+    UnknownFieldError,
+    UnsupportedVersionError,
+)
+from fpkit.format import FingerprintFile, FingerprintWriter, StorageInfo, open_fingerprints, verify_fingerprints
+from fpkit.testing import example_contents
 
 F16 = H.GOLDEN / "v1-float16-none.h5"
 I8 = H.GOLDEN / "v1-int8-zstd.h5"
@@ -66,15 +76,25 @@ def expect(path: Path, err: type[FpkitError]) -> FpkitError:
 # ----------------------------------------------------------------------------- hierarchy
 
 
-@pytest.mark.parametrize("cls, builtin", [
-    (errors.FormatError, ValueError), (errors.UnsupportedVersionError, ValueError),
-    (errors.UnknownFieldError, ValueError), (errors.CorruptFileError, OSError),
-    (errors.IncompleteFileError, OSError), (errors.MismatchError, ValueError),
-    (errors.FpkitFileNotFoundError, FileNotFoundError), (errors.FpkitPermissionError, PermissionError),
-    (errors.UntrustedCodeError, PermissionError), (errors.ConfigError, ValueError),
-    (errors.NonFiniteError, ArithmeticError), (errors.OutputExistsError, FileExistsError),
-    (errors.StorageError, OSError), (errors.RedactedError, LookupError),
-])
+@pytest.mark.parametrize(
+    "cls, builtin",
+    [
+        (errors.FormatError, ValueError),
+        (errors.UnsupportedVersionError, ValueError),
+        (errors.UnknownFieldError, ValueError),
+        (errors.CorruptFileError, OSError),
+        (errors.IncompleteFileError, OSError),
+        (errors.MismatchError, ValueError),
+        (errors.FpkitFileNotFoundError, FileNotFoundError),
+        (errors.FpkitPermissionError, PermissionError),
+        (errors.UntrustedCodeError, PermissionError),
+        (errors.ConfigError, ValueError),
+        (errors.NonFiniteError, ArithmeticError),
+        (errors.OutputExistsError, FileExistsError),
+        (errors.StorageError, OSError),
+        (errors.RedactedError, LookupError),
+    ],
+)
 def test_every_error_is_also_its_builtin(cls, builtin):
     e = cls("message")
     assert isinstance(e, FpkitError) and isinstance(e, builtin)
@@ -87,8 +107,14 @@ def test_every_error_is_also_its_builtin(cls, builtin):
 def test_every_public_error_is_covered():
     names = {n for n in errors.__all__ if n != "FpkitError"}
     assert all(issubclass(getattr(errors, n), FpkitError) for n in names)
-    assert all(any(issubclass(getattr(errors, n), b) for b in vars(builtins).values()
-                   if isinstance(b, type) and issubclass(b, Exception) and b is not Exception) for n in names)
+    assert all(
+        any(
+            issubclass(getattr(errors, n), b)
+            for b in vars(builtins).values()
+            if isinstance(b, type) and issubclass(b, Exception) and b is not Exception
+        )
+        for n in names
+    )
 
 
 # ----------------------------------------------------------------------------- file-level errors
@@ -161,14 +187,12 @@ def test_missing_completion_marker(f16):
 
 
 def test_flushed_but_unfinished_writer_file(tmp_path):
-    w = FingerprintWriter(tmp_path / "fp.h5", layers=H.layer_specs(1, 8), labels=np.arange(10) % 3,
-                          sample_digests=np.arange(10, dtype=np.uint64), classes=["a", "b", "c"],
-                          teacher=H.teacher(), dataset=H.dataset(), views=H.views(None), compute=H.COMPUTE,
-                          chunk_rows=4, libraries=H.LIBRARIES)
+    contents = example_contents(H.layer_specs(1, 8), np.arange(10) % 3, storage=StorageInfo(chunk_rows=4))
+    w = FingerprintWriter(tmp_path / "fp.h5", contents)
     try:
         w.append({"layer1": np.ones((6, 8), np.float32)})
         w._f.flush()
-        (tmp, ) = [p for p in tmp_path.iterdir() if p.name.startswith(".fp.h5.writing-")]
+        (tmp,) = [p for p in tmp_path.iterdir() if p.name.startswith(".fp.h5.writing-")]
         shutil.copy(tmp, tmp_path / "crashed.h5")
     finally:
         w.abort()
@@ -210,9 +234,14 @@ def test_wrong_format_name(f16):
 @pytest.mark.parametrize("where", ["root", "teacher", "layer", "projection", "table", "accuracy"])
 def test_unknown_metadata_field_refused_unless_ignorable(f16, where):
     def place(meta: dict, key: str, value) -> None:
-        target = {"root": meta, "teacher": meta["teacher"], "layer": meta["layers"][1],
-                  "projection": meta["layers"][0]["projection"],
-                  "table": meta["layers"][0]["tables"]["class"], "accuracy": meta["teacher"]["accuracy"]}[where]
+        target = {
+            "root": meta,
+            "teacher": meta["teacher"],
+            "layer": meta["layers"][1],
+            "projection": meta["layers"][0]["projection"],
+            "table": meta["layers"][0]["tables"]["class"],
+            "accuracy": meta["teacher"]["accuracy"],
+        }[where]
         target[key] = value
 
     meta = H.get_metadata(f16)
@@ -244,7 +273,7 @@ def test_new_table_kind_is_unknown_even_if_marked(f16):
 @pytest.mark.parametrize("kind", ["group", "dataset"])
 def test_unknown_hdf5_object_refused_unless_marked(f16, obj, kind):
     with h5py.File(f16, "r+") as f:
-        o = f.create_group(obj) if kind == "group" else f.create_dataset(obj, data=np.arange(4))
+        f.create_group(obj) if kind == "group" else f.create_dataset(obj, data=np.arange(4))
     e = expect(f16, UnknownFieldError)
     assert obj in str(e)
     with h5py.File(f16, "r+") as f:
@@ -385,6 +414,7 @@ def test_pickle_round_trip(path):
 
 def _batches(ds, **kw):
     import torch
+
     loader = torch.utils.data.DataLoader(ds, batch_size=5, shuffle=False, **kw)
     return [(x.numpy(), y.numpy()) for x, y in loader]
 
@@ -392,6 +422,7 @@ def _batches(ds, **kw):
 @pytest.mark.parametrize("context", ["fork", "spawn"])
 def test_dataloader_workers_see_the_same_batches(context):
     import multiprocessing
+
     if context not in multiprocessing.get_all_start_methods():
         pytest.skip(f"start method {context} is not available here")
     fp = open_fingerprints(F16)
@@ -415,8 +446,9 @@ def _set_metadata_text(path: Path, text: str) -> None:
 def test_metadata_with_non_json_numbers_is_refused(f16, value):
     meta = H.get_metadata(f16)
     meta["layers"][0]["tables"]["sample"]["fidelity_min_cos"] = 0.5
-    text = json.dumps(meta, sort_keys=True, separators=(",", ":")).replace('"fidelity_min_cos":0.5',
-                                                                         f'"fidelity_min_cos":{value}', 1)
+    text = json.dumps(meta, sort_keys=True, separators=(",", ":")).replace(
+        '"fidelity_min_cos":0.5', f'"fidelity_min_cos":{value}', 1
+    )
     _set_metadata_text(f16, text)
     e = expect(f16, FormatError)
     assert "not valid JSON" in str(e) and value.lstrip("-") in str(e)
@@ -435,12 +467,11 @@ def test_version_must_be_ascii_digits(f16, version):
 
 
 def test_root_attribute_must_be_variable_length_utf8(f16):
-    _set_attr(f16, "format", np.bytes_(b"fpkit.fingerprints"))        # fixed-length bytes
+    _set_attr(f16, "format", np.bytes_(b"fpkit.fingerprints"))  # fixed-length bytes
     assert "variable-length UTF-8" in str(expect(f16, FormatError))
 
 
-@pytest.mark.parametrize("field, value", [("created", "2026-01-01T00:00:00Z\n"),
-                                          ("weights_sha256", "a" * 64 + "\n")])
+@pytest.mark.parametrize("field, value", [("created", "2026-01-01T00:00:00Z\n"), ("weights_sha256", "a" * 64 + "\n")])
 def test_schema_patterns_anchor_at_the_very_end(f16, field, value):
     meta = H.get_metadata(f16)
     (meta["teacher"] if field == "weights_sha256" else meta)[field] = value
@@ -448,11 +479,14 @@ def test_schema_patterns_anchor_at_the_very_end(f16, field, value):
     expect(f16, FormatError)
 
 
-@pytest.mark.parametrize("make", [
-    lambda f: f.__setitem__("extra", h5py.SoftLink("/labels")),
-    lambda f: f["layers/0"].__setitem__("extra", h5py.SoftLink("/nowhere")),        # dangling
-    lambda f: f.__setitem__("ext", h5py.ExternalLink("/etc/passwd", "/x")),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda f: f.__setitem__("extra", h5py.SoftLink("/labels")),
+        lambda f: f["layers/0"].__setitem__("extra", h5py.SoftLink("/nowhere")),  # dangling
+        lambda f: f.__setitem__("ext", h5py.ExternalLink("/etc/passwd", "/x")),
+    ],
+)
 def test_extra_soft_or_external_links_are_refused(f16, make):
     with h5py.File(f16, "r+") as f:
         make(f)
@@ -477,7 +511,7 @@ def test_views_per_sample_must_follow_count(tmp_path, count, per_sample):
     path = shutil.copy(F32, tmp_path / "fp.h5")
     meta = H.get_metadata(path)
     assert meta["views"]["per_sample"] == 2
-    meta["views"]["count"] = count        # 'all' with padding 1 and flips is 18 views
+    meta["views"]["count"] = count  # 'all' with padding 1 and flips is 18 views
     H.set_metadata(path, meta)
     assert "per_sample" in str(expect(path, FormatError))
 
@@ -489,8 +523,9 @@ def test_stored_projection_needs_its_seed(f16):
     assert "records no seed" in str(expect(f16, FormatError))
 
 
-@pytest.mark.parametrize("kwargs", [dict(), dict(chunks=(1,), fletcher32=True),
-                                    dict(chunks=(12,), compression="gzip", fletcher32=True)])
+@pytest.mark.parametrize(
+    "kwargs", [dict(), dict(chunks=(1,), fletcher32=True), dict(chunks=(12,), compression="gzip", fletcher32=True)]
+)
 def test_chunking_and_filters_follow_the_codec(f16, kwargs):
     """Section 9: a codec-none table is chunked by chunk_rows and carries fletcher32 only
     (contiguous, other chunks or another filter are refused, even with the right bytes)."""

@@ -5,19 +5,25 @@ from __future__ import annotations
 import copy
 import json
 
+import _helpers as H
 import pytest
 
-import _helpers as H
 from fpkit.format._validate import SchemaViolation, load_schema, validate
 
 jsonschema = pytest.importorskip("jsonschema")
 SCHEMA_BYTES = (H.REPO / "fpkit" / "schema" / "fingerprint-v1.schema.json").read_bytes()
-GOLDEN_META = {name: H.get_metadata(H.GOLDEN / name) for name in
-               ("v1-float16-none.h5", "v1-int8-zstd.h5", "v1-float32-gzip-replay-redacted.h5")}
+GOLDEN_META = {
+    name: H.get_metadata(H.GOLDEN / name)
+    for name in ("v1-float16-none.h5", "v1-int8-zstd.h5", "v1-float32-gzip-replay-redacted.h5")
+}
 
 
-def test_spec_folder_copy_is_identical():
-    assert (H.REPO / "formats" / "fingerprint-v1.schema.json").read_bytes() == SCHEMA_BYTES
+def test_one_schema_file_shipped_in_the_package_and_linked_from_the_spec():
+    """The schema exists once, as package data (setup.cfg ships it in the wheel); the spec links to it."""
+    assert not (H.REPO / "formats" / "fingerprint-v1.schema.json").exists()
+    spec = (H.REPO / "formats" / "SPEC.md").read_text(encoding="utf-8")
+    assert "(../fpkit/schema/fingerprint-v1.schema.json)" in spec
+    assert "schema/*.json" in (H.REPO / "setup.cfg").read_text(encoding="utf-8")
 
 
 def test_schema_is_valid_draft_2020_12():
@@ -56,6 +62,7 @@ def _set(path: str, value):
             node[int(last)] = value
         else:
             node[last] = value
+
     return mutate
 
 

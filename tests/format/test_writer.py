@@ -6,34 +6,63 @@ from __future__ import annotations
 import errno
 import os
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
+import _helpers as H
 import h5py
 import numpy as np
 import pytest
+from _helpers import bits_equal, ref_class_means, ref_decoded, ref_int8, ref_min_cos
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import _helpers as H
-from _helpers import bits_equal, ref_class_means, ref_decoded, ref_int8, ref_min_cos
-from fpkit.errors import (ConfigError, FormatError, FpkitFileNotFoundError, FpkitPermissionError, MismatchError,
-                          NonFiniteError, OutputExistsError, StorageError)
-from fpkit.format import FingerprintWriter, open_fingerprints, sample_digest, verify_fingerprints
-from fpkit.format import codecs, quantize, writer
+from fpkit.errors import (
+    ConfigError,
+    FormatError,
+    FpkitFileNotFoundError,
+    FpkitPermissionError,
+    MismatchError,
+    NonFiniteError,
+    OutputExistsError,
+    StorageError,
+)
+from fpkit.format import (
+    FileContents,
+    FingerprintWriter,
+    Normalization,
+    StorageInfo,
+    codecs,
+    open_fingerprints,
+    quantize,
+    sample_digest,
+    verify_fingerprints,
+    writer,
+)
 from fpkit.format.spec import CODECS, DTYPES
-
+from fpkit.testing import example_contents, example_dataset, example_teacher, example_views, fixed_provenance
 
 # ----------------------------------------------------------------------------- round trips
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(n=st.integers(1, 40), c=st.integers(1, 5), r=st.integers(1, 12), chunk_rows=st.integers(1, 16),
-       dtype=st.sampled_from(DTYPES), codec=st.sampled_from(CODECS), num_layers=st.integers(1, 3),
-       tables=st.sampled_from([("sample",), ("class",), ("sample", "class")]),
-       k=st.sampled_from([None, None, 1, 3]), batch=st.integers(1, 17), seed=st.integers(0, 2**16),
-       zero_rows=st.booleans())
-def test_round_trip_matches_independent_references(n, c, r, chunk_rows, dtype, codec, num_layers,
-                                                   tables, k, batch, seed, zero_rows):
+@given(
+    n=st.integers(1, 40),
+    c=st.integers(1, 5),
+    r=st.integers(1, 12),
+    chunk_rows=st.integers(1, 16),
+    dtype=st.sampled_from(DTYPES),
+    codec=st.sampled_from(CODECS),
+    num_layers=st.integers(1, 3),
+    tables=st.sampled_from([("sample",), ("class",), ("sample", "class")]),
+    k=st.sampled_from([None, None, 1, 3]),
+    batch=st.integers(1, 17),
+    seed=st.integers(0, 2**16),
+    zero_rows=st.booleans(),
+)
+def test_round_trip_matches_independent_references(
+    n, c, r, chunk_rows, dtype, codec, num_layers, tables, k, batch, seed, zero_rows
+):
     labels = np.random.default_rng(seed).integers(0, c, n)
     specs = H.layer_specs(num_layers, r)
     rows = {sp.name: H.rows_for(n, r, seed + i) for i, sp in enumerate(specs)}
@@ -43,9 +72,22 @@ def test_round_trip_matches_independent_references(n, c, r, chunk_rows, dtype, c
             x[::3] = 0.0
     with tempfile.TemporaryDirectory() as tmp:
         path, labels, rows, vws, vp = H.write(
-            Path(tmp) / "fp.h5", n=n, c=c, r=r, num_layers=num_layers, dtype=dtype, codec=codec,
-            chunk_rows=chunk_rows, tables=tables, k=k, labels=labels, rows=rows, vws=vws, batch=batch,
-            seed=seed)
+            Path(tmp) / "fp.h5",
+            n=n,
+            c=c,
+            r=r,
+            num_layers=num_layers,
+            dtype=dtype,
+            codec=codec,
+            chunk_rows=chunk_rows,
+            tables=tables,
+            k=k,
+            labels=labels,
+            rows=rows,
+            vws=vws,
+            batch=batch,
+            seed=seed,
+        )
         assert os.listdir(tmp) == ["fp.h5"]
         fp = open_fingerprints(path)
         assert verify_fingerprints(path) == []
@@ -57,7 +99,7 @@ def test_round_trip_matches_independent_references(n, c, r, chunk_rows, dtype, c
         assert bits_equal(fp.view_params, vp)
     else:
         assert fp.view_params is None
-    assert fp.metadata["storage"] == {"dtype": dtype, "codec": codec, "chunk_rows": chunk_rows}
+    assert fp.metadata.storage == StorageInfo(dtype=dtype, codec=codec, chunk_rows=chunk_rows)
     for i, sp in enumerate(specs):
         lay = fp.layer(sp.name)
         assert bits_equal(fp.projection(sp.name), sp.R)
@@ -109,6 +151,7 @@ def test_quantize_encode_decode_rules():
 
 def test_sample_digest_definition():
     import hashlib
+
     img = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
     want = int.from_bytes(hashlib.sha256(img.tobytes()).digest()[:8], "little")
     assert sample_digest(img) == want
@@ -118,23 +161,25 @@ def test_sample_digest_definition():
 
 def test_order_and_labels_digests(tmp_path):
     import hashlib
+
     path, labels, *_ = H.write(tmp_path / "fp.h5", n=7)
     fp = open_fingerprints(path)
-    ds = fp.metadata["dataset"]
-    assert ds["labels_sha256"] == hashlib.sha256(labels.astype("<i8").tobytes()).hexdigest()
-    assert ds["order_sha256"] == hashlib.sha256(fp.sample_digests.astype("<u8").tobytes()).hexdigest()
-    assert ds["num_samples"] == 7 and ds["num_classes"] == 3 and ds["classes"] == ["c0", "c1", "c2"]
+    ds = fp.metadata.dataset
+    assert ds.labels_sha256 == hashlib.sha256(labels.astype("<i8").tobytes()).hexdigest()
+    assert ds.order_sha256 == hashlib.sha256(fp.sample_digests.astype("<u8").tobytes()).hexdigest()
+    assert ds.num_samples == 7 and ds.num_classes == 3 and ds.classes == ("c0", "c1", "c2")
 
 
 def test_table_digests_are_over_stored_little_endian_bytes(tmp_path):
     import hashlib
+
     path, *_ = H.write(tmp_path / "fp.h5", dtype="int8", codec="zstd")
     fp = open_fingerprints(path)
-    for name, info in fp.metadata["datasets"].items():
+    for name, info in fp.metadata.datasets.items():
         arr = fp.arrays[name]
-        assert str(arr.dtype) == info["dtype"] and list(arr.shape) == info["shape"]
+        assert str(arr.dtype) == info.dtype and arr.shape == info.shape
         le = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<"))
-        assert hashlib.sha256(le.tobytes()).hexdigest() == info["sha256"]
+        assert hashlib.sha256(le.tobytes()).hexdigest() == info.sha256
 
 
 def test_empty_class_gets_zero_row(tmp_path):
@@ -152,7 +197,7 @@ def test_empty_class_gets_zero_row(tmp_path):
 
 def test_exception_inside_with_leaves_nothing(tmp_path):
     with pytest.raises(RuntimeError, match="boom"):
-        with FingerprintWriter(tmp_path / "fp.h5", **_kwargs()) as w:
+        with FingerprintWriter(tmp_path / "fp.h5", _contents()) as w:
             w.append({"layer1": np.zeros((2, 8), np.float32)})
             assert any(p.name.startswith(".fp.h5.writing-") for p in tmp_path.iterdir())
             raise RuntimeError("boom")
@@ -160,7 +205,7 @@ def test_exception_inside_with_leaves_nothing(tmp_path):
 
 
 def test_nothing_visible_before_close(tmp_path):
-    w = FingerprintWriter(tmp_path / "fp.h5", **_kwargs())
+    w = FingerprintWriter(tmp_path / "fp.h5", _contents())
     w.append({"layer1": np.zeros((10, 8), np.float32)})
     assert not (tmp_path / "fp.h5").exists()
     assert w.close() == tmp_path / "fp.h5"
@@ -169,7 +214,7 @@ def test_nothing_visible_before_close(tmp_path):
 
 
 def test_close_with_missing_rows_fails_and_cleans_up(tmp_path):
-    w = FingerprintWriter(tmp_path / "fp.h5", **_kwargs())
+    w = FingerprintWriter(tmp_path / "fp.h5", _contents())
     w.append({"layer1": np.zeros((4, 8), np.float32)})
     with pytest.raises(MismatchError, match="only 4 of 10"):
         w.close()
@@ -184,7 +229,7 @@ def test_existing_output_refused_unless_overwrite(tmp_path):
     assert isinstance(ei.value, FileExistsError)
     assert (tmp_path / "fp.h5").read_bytes() == before
     H.write(tmp_path / "fp.h5", overwrite=True, dtype="float32")
-    assert open_fingerprints(tmp_path / "fp.h5").metadata["storage"]["dtype"] == "float32"
+    assert open_fingerprints(tmp_path / "fp.h5").metadata.storage.dtype == "float32"
     assert [p.name for p in tmp_path.iterdir()] == ["fp.h5"]
 
 
@@ -207,8 +252,9 @@ def test_unwritable_output_folder(tmp_path, monkeypatch):
         folder.chmod(0o500)
     else:  # root bypasses permissions: simulate what os.access would say to a normal user
         real = os.access
-        monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == folder and mode & os.W_OK
-                            else real(p, mode, **kw))
+        monkeypatch.setattr(
+            os, "access", lambda p, mode, **kw: False if Path(p) == folder and mode & os.W_OK else real(p, mode, **kw)
+        )
     try:
         with pytest.raises(FpkitPermissionError) as ei:
             H.write(folder / "fp.h5")
@@ -227,7 +273,7 @@ def test_disk_full_is_storage_error_and_leaves_nothing(tmp_path, monkeypatch, wh
     if when == "init":
         monkeypatch.setattr(codecs, "write_chunk", _enospc)
     with pytest.raises(StorageError) as ei:
-        with FingerprintWriter(tmp_path / "fp.h5", **_kwargs(chunk_rows=4)) as w:
+        with FingerprintWriter(tmp_path / "fp.h5", _contents(chunk_rows=4)) as w:
             if when == "append":
                 monkeypatch.setattr(codecs, "write_chunk", _enospc)
             w.append({"layer1": np.zeros((10, 8), np.float32)})
@@ -241,7 +287,8 @@ def test_disk_full_is_storage_error_and_leaves_nothing(tmp_path, monkeypatch, wh
 def test_generic_io_error_during_rename_is_storage_error(tmp_path, monkeypatch):
     def fail(*_a, **_k):
         raise OSError(errno.EIO, "I/O error")
-    w = FingerprintWriter(tmp_path / "fp.h5", **_kwargs())
+
+    w = FingerprintWriter(tmp_path / "fp.h5", _contents())
     w.append({"layer1": np.zeros((10, 8), np.float32)})
     monkeypatch.setattr(writer.os, "replace", fail)
     with pytest.raises(StorageError):
@@ -253,8 +300,7 @@ def test_generic_io_error_during_rename_is_storage_error(tmp_path, monkeypatch):
 def test_streaming_holds_one_chunk_per_table(tmp_path):
     n, chunk = 20000, 256
     rng = np.random.default_rng(0)
-    kw = _kwargs(n=n, chunk_rows=chunk, r=16)
-    with FingerprintWriter(tmp_path / "fp.h5", **kw) as w:
+    with FingerprintWriter(tmp_path / "fp.h5", _contents(n=n, chunk_rows=chunk, r=16)) as w:
         done = 0
         while done < n:
             b = int(min(rng.integers(1, 700), n - done))
@@ -271,39 +317,49 @@ def test_streaming_holds_one_chunk_per_table(tmp_path):
 # ----------------------------------------------------------------------------- argument checks
 
 
-def _kwargs(n: int = 10, r: int = 8, chunk_rows: int = 4, **over):
-    kw = dict(layers=H.layer_specs(1, r), labels=np.arange(n) % 3, sample_digests=np.arange(n, dtype=np.uint64),
-              classes=["a", "b", "c"], teacher=H.teacher(), dataset=H.dataset(), views=H.views(None),
-              compute=H.COMPUTE, chunk_rows=chunk_rows, created=H.CREATED, libraries=H.LIBRARIES)
-    kw.update(over)
-    return kw
+def _contents(
+    n: int = 10, r: int = 8, chunk_rows: int = 4, dtype: str = "float16", codec: str = "none", **over
+) -> FileContents:
+    c = example_contents(
+        H.layer_specs(1, r),
+        np.arange(n) % 3,
+        num_classes=3,
+        storage=StorageInfo(dtype=dtype, codec=codec, chunk_rows=chunk_rows),
+    )
+    return replace(c, **{"sample_digests": np.arange(n, dtype=np.uint64), "classes": ["a", "b", "c"], **over})
 
 
-@pytest.mark.parametrize("over, err", [
-    (dict(dtype="bfloat16"), ConfigError),
-    (dict(codec="lz4"), ConfigError),
-    (dict(layers=[]), ConfigError),
-    (dict(layers=H.layer_specs(1, 8) * 2), ConfigError),
-    (dict(labels=np.array([], dtype=np.int64), sample_digests=np.array([], dtype=np.uint64)), ConfigError),
-    (dict(labels=np.array([0, 5]), sample_digests=np.arange(2, dtype=np.uint64)), ConfigError),
-    (dict(sample_digests=np.arange(3, dtype=np.uint64)), MismatchError),
-    (dict(tables=()), ConfigError),
-    (dict(tables=("sample", "views")), ConfigError),
-    (dict(chunk_rows=0), ConfigError),
-    (dict(teacher={"arch": "x"}), ConfigError),  # metadata the schema refuses
-    (dict(created="yesterday"), ConfigError),
-    (dict(views_per_sample=2), ConfigError),  # views.replay is false
-    (dict(views_per_sample=2, views=H.views(3)), ConfigError),  # per_sample != K
-])
+@pytest.mark.parametrize(
+    "over, err",
+    [
+        (dict(dtype="bfloat16"), ConfigError),
+        (dict(codec="lz4"), ConfigError),
+        (dict(layers=[]), ConfigError),
+        (dict(layers=H.layer_specs(1, 8) * 2), ConfigError),
+        (dict(labels=np.array([], dtype=np.int64), sample_digests=np.array([], dtype=np.uint64)), ConfigError),
+        (dict(labels=np.array([0, 5]), sample_digests=np.arange(2, dtype=np.uint64)), ConfigError),
+        (dict(sample_digests=np.arange(3, dtype=np.uint64)), MismatchError),
+        (dict(tables=()), ConfigError),
+        (dict(tables=("sample", "views")), ConfigError),
+        (dict(chunk_rows=0), ConfigError),
+        (dict(teacher=example_teacher(weights_sha256="x")), ConfigError),  # metadata the schema refuses
+        (dict(dataset=example_dataset(image_shape=(32, 32))), ConfigError),  # image_shape is [H, W, channels]
+        (dict(provenance=replace(fixed_provenance(), created="yesterday")), ConfigError),
+        (dict(extra={"teacher": {"must_understand": False}}), ConfigError),  # shadows a field of the format
+        (dict(extra={"note": 3}), ConfigError),  # an extension field must be marked ignorable
+        (dict(views_per_sample=2), ConfigError),  # views.replay is false
+        (dict(views_per_sample=2, views=example_views(3, replay=True)), ConfigError),  # per_sample != K
+    ],
+)
 def test_bad_arguments(tmp_path, over, err):
     with pytest.raises(err):
-        FingerprintWriter(tmp_path / "fp.h5", **_kwargs(**over))
+        FingerprintWriter(tmp_path / "fp.h5", _contents(**over))
     assert list(tmp_path.iterdir()) == []
 
 
 def test_bad_appends(tmp_path):
     with pytest.raises(MismatchError):
-        with FingerprintWriter(tmp_path / "fp.h5", **_kwargs()) as w:
+        with FingerprintWriter(tmp_path / "fp.h5", _contents()) as w:
             with pytest.raises(MismatchError, match="no rows"):
                 w.append({"other": np.zeros((2, 8), np.float32)})
             with pytest.raises(MismatchError, match="must be"):
@@ -313,10 +369,11 @@ def test_bad_appends(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("dtype, value", [("float32", np.nan), ("float16", np.inf), ("int8", -np.inf),
-                                          ("float16", 70000.0)])
+@pytest.mark.parametrize(
+    "dtype, value", [("float32", np.nan), ("float16", np.inf), ("int8", -np.inf), ("float16", 70000.0)]
+)
 def test_non_finite_rows_refused_and_writer_still_usable(tmp_path, dtype, value):
-    with FingerprintWriter(tmp_path / "fp.h5", **_kwargs(dtype=dtype)) as w:
+    with FingerprintWriter(tmp_path / "fp.h5", _contents(dtype=dtype)) as w:
         bad = np.zeros((5, 8), np.float32)
         bad[3, 2] = value
         with pytest.raises(NonFiniteError, match=r"samples \[3\]") as ei:
@@ -330,12 +387,13 @@ def test_non_finite_rows_refused_and_writer_still_usable(tmp_path, dtype, value)
 
 def test_views_required_with_replay(tmp_path):
     with pytest.raises(MismatchError, match="views="):
-        with FingerprintWriter(tmp_path / "fp.h5", **_kwargs(views_per_sample=2, views=H.views(2))) as w:
+        contents = _contents(views_per_sample=2, views=example_views(2, replay=True))
+        with FingerprintWriter(tmp_path / "fp.h5", contents) as w:
             w.append({"layer1": np.zeros((2, 8), np.float32)})
 
 
 def test_append_after_close(tmp_path):
-    w = FingerprintWriter(tmp_path / "fp.h5", **_kwargs())
+    w = FingerprintWriter(tmp_path / "fp.h5", _contents())
     w.append({"layer1": np.zeros((10, 8), np.float32)})
     w.close()
     with pytest.raises(ConfigError, match="closed"):
@@ -350,6 +408,7 @@ def test_redacted_layer_has_no_projection_and_no_seed(tmp_path):
     lay = fp.layer("layer1")
     assert lay.seed is None and not lay.projection_stored
     from fpkit.projection import projection_sha256
+
     assert lay.projection_sha256 == projection_sha256(H.layer_specs(2, 8)[0].R)
     assert fp.layer("layer2").seed == 1
 
@@ -360,12 +419,19 @@ def test_writer_files_are_byte_reproducible(tmp_path):
     assert (tmp_path / "a.h5").read_bytes() == (tmp_path / "b.h5").read_bytes()
 
 
-def test_non_finite_metadata_is_refused_and_nothing_is_left(tmp_path, monkeypatch):
+def test_non_finite_metadata_is_refused_and_nothing_is_left(tmp_path):
     """JSON has no NaN/Infinity: the writer refuses them instead of writing a file other JSON
     parsers reject, and leaves neither the output nor its temporary file."""
-    bad = H.dataset()
-    bad["normalize"]["std"] = [float("inf")] * 3
-    monkeypatch.setattr(H, "dataset", lambda: bad)
+    bad = example_dataset(normalize=Normalization(mean=(0.5,) * 3, std=(float("inf"),) * 3))
     with pytest.raises(FormatError, match="NaN or infinite"):
-        H.write(tmp_path / "fp.h5")
+        with FingerprintWriter(tmp_path / "fp.h5", _contents(dataset=bad)) as w:
+            w.append({"layer1": np.zeros((10, 8), np.float32)})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_extension_fields_are_written_and_read_back(tmp_path):
+    ext = {"zz_note": {"must_understand": False, "text": "kept"}}
+    with FingerprintWriter(tmp_path / "fp.h5", _contents(extra=ext)) as w:
+        w.append({"layer1": np.zeros((10, 8), np.float32)})
+    fp = open_fingerprints(tmp_path / "fp.h5")
+    assert fp.metadata.extras == ext and fp.metadata.to_json()["zz_note"] == ext["zz_note"]

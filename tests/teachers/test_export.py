@@ -72,8 +72,8 @@ def test_torch_export_dynamic_batch_builds_like_its_state_dict(
     got = open_fingerprints(_build(tmp_path, compiled["dynamic"], "exp.h5", trust_teacher_code=True).path)
     for table in ("sample", "class"):
         np.testing.assert_allclose(got.table(table), ref.table(table), rtol=0, atol=1e-6)
-    assert got.metadata["teacher"]["weights_sha256"] == ref.metadata["teacher"]["weights_sha256"]
-    assert got.metadata["teacher"]["trusted_code"] is True
+    assert got.metadata.teacher.weights_sha256 == ref.metadata.teacher.weights_sha256
+    assert got.metadata.teacher.trusted_code is True
     assert got.layers[0].name == "layer3"
 
 

@@ -110,6 +110,7 @@ def mutate(path: str, case: dict) -> None:
 def _read(f: h5py.File, p: str) -> np.ndarray:
     """A dataset's values; zstd chunks decoded by fpkit (no HDF5 plugin is installed)."""
     from fpkit.format import codecs
+
     codec = json.loads(f.attrs["metadata"])["storage"]["codec"]
     return codecs.read_table(f[p], codec)
 
@@ -150,6 +151,7 @@ def _struct(path: str, case: dict) -> None:
             f.attrs["metadata"] = text
             if case.get("rehash", True):
                 import hashlib
+
                 f.attrs["complete"] = hashlib.sha256(text.encode()).hexdigest()
         elif op == "replace":
             p, how = case["path"], case["how"]
@@ -190,15 +192,18 @@ def _struct(path: str, case: dict) -> None:
             elif how == "group":
                 f.create_group(p)
             elif how == "string":
-                f.create_dataset(p, data=np.array(["x"] * max(1, data.shape[0] if data.ndim else 1),
-                                                  dtype=h5py.string_dtype()))
+                f.create_dataset(
+                    p, data=np.array(["x"] * max(1, data.shape[0] if data.ndim else 1), dtype=h5py.string_dtype())
+                )
             elif how == "unknown_filter":
-                f.create_dataset(p, shape=data.shape, dtype=dt, chunks=chunks or True, compression=32001,
-                                 allow_unknown_filter=True)
+                f.create_dataset(
+                    p, shape=data.shape, dtype=dt, chunks=chunks or True, compression=32001, allow_unknown_filter=True
+                )
                 f[p].id.write_direct_chunk((0,) * data.ndim, b"\x00" * 16, filter_mask=0)
             elif how == "zstd_filter":  # declare filter 32015 on a dataset fpkit reads through HDF5
-                f.create_dataset(p, shape=data.shape, dtype=dt, chunks=chunks or True, compression=32015,
-                                 allow_unknown_filter=True)
+                f.create_dataset(
+                    p, shape=data.shape, dtype=dt, chunks=chunks or True, compression=32015, allow_unknown_filter=True
+                )
             elif how == "fillvalue_only":  # chunked dataset with no chunk written: all fill value
                 f.create_dataset(p, shape=data.shape, dtype=dt, chunks=chunks or True, fletcher32=True)
             else:
@@ -239,6 +244,7 @@ def _same(fp, orig) -> list[str]:
 def _cli_verify(path: str) -> tuple[int, str, str]:
     """``fpkit verify PATH`` in-process; (exit code, stdout, stderr) captured at fd level."""
     from fpkit.cli import main
+
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         sys.stdout.flush()
         sys.stderr.flush()
@@ -290,16 +296,20 @@ def child(path: str, case: dict, orig, timeout: int, report: str) -> None:
     except FpkitError as e:
         res.update(outcome=f"fpkit:{type(e).__name__}", detail=str(e)[:300])
     except BaseException as e:  # noqa: BLE001
-        res.update(outcome=f"other:{type(e).__name__}", detail=(str(e)[:300] + " | "
-                   + traceback.format_exc()[-800:]))
+        res.update(outcome=f"other:{type(e).__name__}", detail=(str(e)[:300] + " | " + traceback.format_exc()[-800:]))
     else:
         diff = _same(fp, orig)
         res.update(outcome="silent_diff" if diff else "intact", detail=", ".join(diff)[:300])
     res["open_s"] = round(time.perf_counter() - t0, 4)
     code, out, err = _cli_verify(path)
     lines = [ln for ln in err.splitlines() if ln.strip()]
-    res.update(cli_rc=code, cli_stdout=out[-300:], cli_stderr=err[-1200:], cli_lines=len(lines),
-               cli_lines_ok=bool(lines) and all(ln.startswith("fpkit:") for ln in lines) and "Traceback" not in err)
+    res.update(
+        cli_rc=code,
+        cli_stdout=out[-300:],
+        cli_stderr=err[-1200:],
+        cli_lines=len(lines),
+        cli_lines_ok=bool(lines) and all(ln.startswith("fpkit:") for ln in lines) and "Traceback" not in err,
+    )
     Path(report).write_text(json.dumps(res))
 
 
@@ -345,12 +355,17 @@ def run_case(case: dict, originals: dict, loaded: dict, workdir: Path, timeout: 
     res["seconds"] = round(time.perf_counter() - t0, 4)
     if real_cli and res["outcome"] not in ("skipped",) and not res["outcome"].startswith(("signal", "timeout")):
         try:
-            p = subprocess.run([sys.executable, "-m", "fpkit", "verify", path], capture_output=True, text=True,
-                               timeout=timeout + 30)
+            p = subprocess.run(
+                [sys.executable, "-m", "fpkit", "verify", path], capture_output=True, text=True, timeout=timeout + 30
+            )
             lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
-            res.update(sub_rc=p.returncode, sub_stderr=p.stderr[-1200:],
-                       sub_lines_ok=(not lines if p.returncode == 0 else bool(lines))
-                       and all(ln.startswith("fpkit:") for ln in lines) and "Traceback" not in p.stderr)
+            res.update(
+                sub_rc=p.returncode,
+                sub_stderr=p.stderr[-1200:],
+                sub_lines_ok=(not lines if p.returncode == 0 else bool(lines))
+                and all(ln.startswith("fpkit:") for ln in lines)
+                and "Traceback" not in p.stderr,
+            )
         except subprocess.TimeoutExpired:
             res.update(sub_rc="timeout", sub_stderr="")
     for p in (path, report, path + ".ext.h5", path + ".ext.raw"):
@@ -370,6 +385,7 @@ def main() -> None:
     # loaded before any fork, with no HDF5 file left open: children inherit only numpy arrays
     loaded = {name: open_fingerprints(p) for name, p in originals.items()}
     import fpkit.cli  # noqa: F401  imported once here, not in every child
+
     every = int(spec.get("cli_every", 0))
     with open(results, "a") as out:
         for i, case in enumerate(spec["cases"]):

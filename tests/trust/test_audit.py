@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import signal
 
+import _trust_helpers as H
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import _trust_helpers as H
 from fpkit.audit import audit_file, format_audit
 from fpkit.cli import main
-from fpkit.format import open_fingerprints
+from fpkit.format import Accuracy, open_fingerprints
 
 SECRET_SEED = 0x5DEECE66D_1234  # far beyond the audit's seed search
 
@@ -53,8 +53,9 @@ def test_exact_reconstruction_r_ge_d(tmp_path):
 
 def test_float16_and_int8_files_are_exact_up_to_rounding(tmp_path):
     for dtype, bound in (("float16", 5e-3), ("int8", 5e-2)):
-        rep = audit_file(H.write_file(tmp_path / f"{dtype}.h5", d=16, r=32, dtype=dtype,
-                                      codec="zstd" if dtype == "int8" else "none"))
+        rep = audit_file(
+            H.write_file(tmp_path / f"{dtype}.h5", d=16, r=32, dtype=dtype, codec="zstd" if dtype == "int8" else "none")
+        )
         t = _table(rep)
         assert t["reconstruction"]["kind"] == "exact" and t["reconstruction"]["max_rel_error"] < bound
         assert "storage rounding" in t["finding"]
@@ -105,15 +106,41 @@ def test_build_redact_seed_is_secret_unless_given(tiny_teacher, tmp_path):
     res = cli("build", tiny_teacher, "synthetic:12x10", "--redact", "--views", "1", "--device", "cpu", "-o", out, "-q")
     assert res.exit_code == 0, res.output
     rep = audit_file(out)
-    assert rep["layers"][0]["projection"]["status"] == "redacted"   # a secret random seed, not 0
+    assert rep["layers"][0]["projection"]["status"] == "redacted"  # a secret random seed, not 0
     out0 = tmp_path / "fp0.h5"
-    res = cli("build", tiny_teacher, "synthetic:12x10", "--redact", "--seed", "0", "--views", "1", "--device", "cpu",
-              "-o", out0, "-q")
+    res = cli(
+        "build",
+        tiny_teacher,
+        "synthetic:12x10",
+        "--redact",
+        "--seed",
+        "0",
+        "--views",
+        "1",
+        "--device",
+        "cpu",
+        "-o",
+        out0,
+        "-q",
+    )
     assert res.exit_code == 0, res.output
-    assert audit_file(out0)["layers"][0]["projection"]["status"] == "recovered"   # a guessable seed is found
+    assert audit_file(out0)["layers"][0]["projection"]["status"] == "recovered"  # a guessable seed is found
     out2 = tmp_path / "fp2.h5"
-    res = cli("build", tiny_teacher, "synthetic:12x10", "--redact", "--seed", SECRET_SEED, "--views", "1",
-              "--device", "cpu", "-o", out2, "-q")
+    res = cli(
+        "build",
+        tiny_teacher,
+        "synthetic:12x10",
+        "--redact",
+        "--seed",
+        SECRET_SEED,
+        "--views",
+        "1",
+        "--device",
+        "cpu",
+        "-o",
+        out2,
+        "-q",
+    )
     assert res.exit_code == 0, res.output
     rep = audit_file(out2)
     assert rep["layers"][0]["projection"]["status"] == "redacted"
@@ -121,8 +148,7 @@ def test_build_redact_seed_is_secret_unless_given(tiny_teacher, tmp_path):
 
 
 def test_cli_audit_json_and_text(tmp_path):
-    path = H.write_file(tmp_path / "fp.h5", d=16, r=8, layers=2, accuracy={"top1": 0.5, "measured_on": "views",
-                                                                            "count": 80})
+    path = H.write_file(tmp_path / "fp.h5", d=16, r=8, layers=2, accuracy=Accuracy(0.5, "views", 80))
     res = cli("audit", path, "--json")
     assert res.exit_code == 0, res.output
     rep = json.loads(res.stdout)
@@ -149,5 +175,6 @@ def test_simulation_matches_notes(d, r):
     """NOTES: minimum-norm reconstruction cosine ~0.5 to 0.9 at r = 16..48 for d = 64."""
     from fpkit.audit import simulate_min_norm
     from fpkit.projection import make_projection
+
     cos = simulate_min_norm(make_projection(d, r, 0))["mean_cosine"]
     assert 0.45 < cos < 0.92

@@ -9,19 +9,20 @@ import os
 import pickle
 from pathlib import Path
 
+import _evil_model
 import h5py
 import pytest
 import torch
 from click.testing import CliRunner
 
-import _evil_model
 from fpkit.cli import main
 
 QUICK = ["--device", "cpu", "--views", "1", "--batch-size", "8", "-q"]
 
 
-def run(*args) -> "click.testing.Result":  # noqa: F821
+def run(*args) -> click.testing.Result:  # noqa: F821
     import signal
+
     old = signal.getsignal(signal.SIGTERM)  # `fpkit build` installs a SIGTERM handler
     try:
         return CliRunner().invoke(main, [str(a) for a in args], prog_name="fpkit")
@@ -52,74 +53,100 @@ def no_leftovers(folder: Path, name: str = "out.h5") -> None:
 
 # ------------------------------------------------------------------------------------ teachers
 def test_missing_teacher(tmp_path):
-    expect_error(run("build", tmp_path / "nope.pt", "synthetic:8x10", "-o", tmp_path / "out.h5", *QUICK),
-                 "does not exist", "check the path")
+    expect_error(
+        run("build", tmp_path / "nope.pt", "synthetic:8x10", "-o", tmp_path / "out.h5", *QUICK),
+        "does not exist",
+        "check the path",
+    )
     no_leftovers(tmp_path)
 
 
 def test_teacher_is_a_folder(tmp_path):
-    expect_error(run("build", tmp_path, "synthetic:8x10", "-o", tmp_path / "out.h5", *QUICK),
-                 "is a folder", "checkpoint file inside it")
+    expect_error(
+        run("build", tmp_path, "synthetic:8x10", "-o", tmp_path / "out.h5", *QUICK),
+        "is a folder",
+        "checkpoint file inside it",
+    )
 
 
 def test_teacher_not_a_checkpoint(tmp_path):
     bad = tmp_path / "notes.pt"
     bad.write_text("hello, not a checkpoint\n")
-    expect_error(run("build", bad, "synthetic:8x10", "-o", tmp_path / "out.h5", *QUICK),
-                 "not a PyTorch checkpoint", "torch.save")
+    expect_error(
+        run("build", bad, "synthetic:8x10", "-o", tmp_path / "out.h5", *QUICK), "not a PyTorch checkpoint", "torch.save"
+    )
 
 
 def test_weights_do_not_fit_arch(tiny_teacher, tmp_path):
-    expect_error(run("build", tiny_teacher, "synthetic:8x10", "--arch", "resnet20", "-o", tmp_path / "out.h5",
-                     *QUICK), "does not fit architecture resnet20", "--arch")
+    expect_error(
+        run("build", tiny_teacher, "synthetic:8x10", "--arch", "resnet20", "-o", tmp_path / "out.h5", *QUICK),
+        "does not fit architecture resnet20",
+        "--arch",
+    )
     no_leftovers(tmp_path)
 
 
 def test_unknown_arch(tiny_teacher, tmp_path):
-    expect_error(run("build", tiny_teacher, "synthetic:8x10", "--arch", "resnet9000", "-o", tmp_path / "out.h5",
-                     *QUICK), "unknown architecture", "--arch")
+    expect_error(
+        run("build", tiny_teacher, "synthetic:8x10", "--arch", "resnet9000", "-o", tmp_path / "out.h5", *QUICK),
+        "unknown architecture",
+        "--arch",
+    )
 
 
 def test_unknown_layer(tiny_teacher, tmp_path):
-    expect_error(run("build", tiny_teacher, "synthetic:8x10", "--layer", "layer9", "-o", tmp_path / "out.h5",
-                     *QUICK), "layer9", "fpkit layers")
+    expect_error(
+        run("build", tiny_teacher, "synthetic:8x10", "--layer", "layer9", "-o", tmp_path / "out.h5", *QUICK),
+        "layer9",
+        "fpkit layers",
+    )
     no_leftovers(tmp_path)
     assert not (tmp_path / ".out.h5.partial").exists()
 
 
 @pytest.mark.parametrize("r", ["0", "-5"])
 def test_bad_r(tiny_teacher, tmp_path, r):
-    expect_error(run("build", tiny_teacher, "synthetic:8x10", "--r", r, "-o", tmp_path / "out.h5", *QUICK),
-                 "--r must be a positive integer")
+    expect_error(
+        run("build", tiny_teacher, "synthetic:8x10", "--r", r, "-o", tmp_path / "out.h5", *QUICK),
+        "--r must be a positive integer",
+    )
 
 
-@pytest.mark.parametrize("args", [["--views", "0"], ["--dtype", "float64"], ["--tables", "nothing"],
-                                  ["--split", "val"], ["--no-such-option"]])
+@pytest.mark.parametrize(
+    "args",
+    [["--views", "0"], ["--dtype", "float64"], ["--tables", "nothing"], ["--split", "val"], ["--no-such-option"]],
+)
 def test_usage_errors_exit_2(tiny_teacher, tmp_path, args):
     expect_error(run("build", tiny_teacher, "synthetic:8x10", "-o", tmp_path / "out.h5", *args), code=2)
 
 
 # ------------------------------------------------------------------------------------ datasets
 def test_unknown_dataset(tiny_teacher, tmp_path):
-    expect_error(run("build", tiny_teacher, "imagenet22k", "-o", tmp_path / "out.h5", *QUICK),
-                 "unknown dataset", "cifar10")
+    expect_error(
+        run("build", tiny_teacher, "imagenet22k", "-o", tmp_path / "out.h5", *QUICK), "unknown dataset", "cifar10"
+    )
 
 
 def test_offline_cifar100_names_the_folder(tiny_teacher, tmp_path):
-    err = expect_error(run("build", tiny_teacher, "cifar100", "--root", tmp_path, "--no-download",
-                           "-o", tmp_path / "out.h5", *QUICK), "cifar-100-python", "--root")
+    err = expect_error(
+        run("build", tiny_teacher, "cifar100", "--root", tmp_path, "--no-download", "-o", tmp_path / "out.h5", *QUICK),
+        "cifar-100-python",
+        "--root",
+    )
     assert str(tmp_path) in err
 
 
 def test_teacher_dataset_class_mismatch(tiny_teacher, tmp_path):
-    expect_error(run("build", tiny_teacher, "synthetic:8x3", "-o", tmp_path / "out.h5", *QUICK),
-                 "10 outputs", "3 classes")
+    expect_error(
+        run("build", tiny_teacher, "synthetic:8x3", "-o", tmp_path / "out.h5", *QUICK), "10 outputs", "3 classes"
+    )
 
 
 # ------------------------------------------------------------------------------------ output
 def test_output_folder_missing(tiny_teacher, tmp_path):
-    expect_error(run("build", tiny_teacher, "synthetic:8x10", "-o", tmp_path / "no" / "out.h5", *QUICK),
-                 "does not exist", "-o")
+    expect_error(
+        run("build", tiny_teacher, "synthetic:8x10", "-o", tmp_path / "no" / "out.h5", *QUICK), "does not exist", "-o"
+    )
 
 
 def test_output_folder_not_writable_simulated(tiny_teacher, tmp_path, monkeypatch):
@@ -134,8 +161,7 @@ def test_output_folder_not_writable_simulated(tiny_teacher, tmp_path, monkeypatc
         return real(path, mode, *a, **kw)
 
     monkeypatch.setattr(os, "access", access)
-    expect_error(run("build", tiny_teacher, "synthetic:8x10", "-o", folder / "out.h5", *QUICK),
-                 "not writable", "-o")
+    expect_error(run("build", tiny_teacher, "synthetic:8x10", "-o", folder / "out.h5", *QUICK), "not writable", "-o")
     assert list(folder.iterdir()) == []
 
 
@@ -235,44 +261,53 @@ def test_malicious_reduce_is_refused(tmp_path, how):
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.trace is deprecated, still loadable
 def test_torchscript_is_refused(tmp_path, marker):
     from fpkit.models.cifar_resnet import resnet8
+
     path = tmp_path / "scripted.pt"
     torch.jit.trace(resnet8(num_classes=10).eval(), torch.zeros(1, 3, 32, 32)).save(str(path))
-    expect_error(run("build", path, "synthetic:8x10", "-o", tmp_path / "out.h5", *QUICK),
-                 "TorchScript", "--trust-teacher-code")
+    expect_error(
+        run("build", path, "synthetic:8x10", "-o", tmp_path / "out.h5", *QUICK), "TorchScript", "--trust-teacher-code"
+    )
     no_leftovers(tmp_path)
 
 
 def test_trusted_code_is_recorded(tmp_path, marker):
     from fpkit.format import open_fingerprints
+
     path = tmp_path / "whole_model.pt"
     torch.save(_evil_model.EvilNet(), path)
     out = tmp_path / "out.h5"
     res = run("build", path, "synthetic:8x10", "--trust-teacher-code", "--layer", "pool", "-o", out, *QUICK)
     assert res.exit_code == 0, res.output
     assert marker.exists()  # trusted: its code ran, as the user allowed
-    assert open_fingerprints(out).metadata["teacher"]["trusted_code"] is True
+    assert open_fingerprints(out).metadata.teacher.trusted_code is True
 
 
-@pytest.mark.parametrize("device, message", [("gpu", "not a device"), ("mps", "cpu or cuda"),
-                                              ("cuda:7", "CUDA")])
+@pytest.mark.parametrize("device, message", [("gpu", "not a device"), ("mps", "cpu or cuda"), ("cuda:7", "CUDA")])
 def test_bad_device_is_one_line(tiny_teacher, tmp_path, device, message):
-    expect_error(run("build", tiny_teacher, "synthetic:8x10", "-o", tmp_path / "out.h5", "--device", device,
-                     "-q"), message)
+    expect_error(
+        run("build", tiny_teacher, "synthetic:8x10", "-o", tmp_path / "out.h5", "--device", device, "-q"), message
+    )
     assert list(tmp_path.iterdir()) == [tiny_teacher]
 
 
 @pytest.mark.parametrize("option", ["--batch-size", "--chunk-size"])
 def test_zero_sizes_name_their_option(tiny_teacher, tmp_path, option):
-    expect_error(run("build", tiny_teacher, "synthetic:8x10", "-o", tmp_path / "out.h5", *QUICK, option, "0"),
-                 f"{option} must be an integer >= 1")
+    expect_error(
+        run("build", tiny_teacher, "synthetic:8x10", "-o", tmp_path / "out.h5", *QUICK, option, "0"),
+        f"{option} must be an integer >= 1",
+    )
 
 
 def test_unreadable_image_in_a_folder_names_the_file(tiny_teacher, tmp_path):
     from PIL import Image
-    for i in range(10):                                    # the tiny teacher has 10 classes
+
+    for i in range(10):  # the tiny teacher has 10 classes
         (tmp_path / "imgs" / f"c{i}").mkdir(parents=True)
         Image.new("RGB", (32, 32)).save(tmp_path / "imgs" / f"c{i}" / "0.png")
     (tmp_path / "imgs" / "c7" / "1.png").write_bytes(b"not an image at all")
-    err = expect_error(run("build", tiny_teacher, f"imagefolder:{tmp_path / 'imgs'}", "-o", tmp_path / "out.h5",
-                           *QUICK), "1.png is not a readable image", "remove or replace")
+    err = expect_error(
+        run("build", tiny_teacher, f"imagefolder:{tmp_path / 'imgs'}", "-o", tmp_path / "out.h5", *QUICK),
+        "1.png is not a readable image",
+        "remove or replace",
+    )
     assert "BufferedReader" not in err

@@ -26,15 +26,13 @@ from __future__ import annotations
 
 import collections
 import json
-import os
 import subprocess
 import time
 from pathlib import Path
 
+import _trust_helpers as H
 import numpy as np
 import pytest
-
-import _trust_helpers as H
 
 CASES = H.env_int("FPKIT_FUZZ_CASES", 420)
 SEED = H.env_int("FPKIT_FUZZ_SEED", 0)
@@ -54,10 +52,11 @@ def _random_cases(name: str, path: Path, rng: np.random.Generator, count: int) -
     cases: list[dict] = []
     n_trunc, n_meta, n_data, n_heap = int(count * 0.2), int(count * 0.27), int(count * 0.3), int(count * 0.08)
     n_over = count - n_trunc - n_meta - n_data - n_heap
-    ends = sorted({0, 1, 7, 8, 16, 100, 511, 512, size // 2, size - 1}
-                  | {o for off, n, _ in regions for o in (off, off + n - 1)})
+    ends = sorted(
+        {0, 1, 7, 8, 16, 100, 511, 512, size // 2, size - 1} | {o for off, n, _ in regions for o in (off, off + n - 1)}
+    )
     offs = list(ends) + rng.integers(0, size, max(0, n_trunc - len(ends))).tolist()
-    for o in offs[:max(n_trunc, 1)]:
+    for o in offs[: max(n_trunc, 1)]:
         cases.append(dict(kind="truncate", offset=int(o), region="truncate", expect="error"))
     for o in rng.choice(meta, n_meta):
         cases.append(dict(kind="bitflip", offset=int(o), bit=int(rng.integers(8)), region="meta", expect="any"))
@@ -66,10 +65,18 @@ def _random_cases(name: str, path: Path, rng: np.random.Generator, count: int) -
         cases.append(dict(kind="bitflip", offset=int(o), bit=int(rng.integers(8)), region="heap", expect="any"))
     # every data region gets flips; then the rest at random positions
     picks = list(range(len(regions))) + rng.integers(0, len(regions), max(0, n_data - len(regions))).tolist()
-    for i in picks[:max(n_data, len(regions))]:
+    for i in picks[: max(n_data, len(regions))]:
         off, n, ds = regions[i]
-        cases.append(dict(kind="bitflip", offset=int(off + rng.integers(n)), bit=int(rng.integers(8)),
-                          region="data", dataset=ds, expect="error"))
+        cases.append(
+            dict(
+                kind="bitflip",
+                offset=int(off + rng.integers(n)),
+                bit=int(rng.integers(8)),
+                region="data",
+                dataset=ds,
+                expect="error",
+            )
+        )
     for j in range(n_over):
         length = int(rng.integers(1, 17))
         mask = rng.integers(1, 256, length, dtype=np.uint8).tobytes().hex()  # never a no-op
@@ -77,19 +84,25 @@ def _random_cases(name: str, path: Path, rng: np.random.Generator, count: int) -
             off, n, ds = regions[int(rng.integers(len(regions)))]
             length = min(length, n)
             o = int(off + rng.integers(0, n - length + 1))
-            cases.append(dict(kind="overwrite", offset=o, xor=mask[:2 * length], region="data", dataset=ds,
-                              expect="error"))
+            cases.append(
+                dict(kind="overwrite", offset=o, xor=mask[: 2 * length], region="data", dataset=ds, expect="error")
+            )
         else:
             o = int(rng.choice(meta))
-            cases.append(dict(kind="overwrite", offset=o, xor=mask[:2 * min(length, size - o)], region="meta",
-                              expect="any"))
-    cases.append(dict(kind="append", data=rng.integers(0, 256, 100, dtype=np.uint8).tobytes().hex(),
-                      region="append", expect="any"))
+            cases.append(
+                dict(kind="overwrite", offset=o, xor=mask[: 2 * min(length, size - o)], region="meta", expect="any")
+            )
+    cases.append(
+        dict(
+            kind="append", data=rng.integers(0, 256, 100, dtype=np.uint8).tobytes().hex(), region="append", expect="any"
+        )
+    )
     return cases
 
 
 def _struct_cases(name: str, path: Path) -> list[dict]:
     import h5py
+
     with h5py.File(path, "r") as f:
         meta_text = f.attrs["metadata"]
         datasets: list[str] = []
@@ -106,11 +119,29 @@ def _struct_cases(name: str, path: Path) -> list[dict]:
         add(op="replace", path=p, how="contiguous_same", expect="any")
     for how in ("external_same", "virtual_same"):  # data from outside the file must not be read
         add(op="replace", path=table, how=how)
-    for how in ("lzf_same", "nofletcher_same", "other_dtype", "big_endian", "extra_row", "scalar", "empty",
-                "group", "string", "unknown_filter", "zstd_filter", "fillvalue_only"):
-        add(op="replace", path=table, how=how, expect="error" if how in (
-            "other_dtype", "extra_row", "scalar", "empty", "group", "string", "unknown_filter",
-            "fillvalue_only") else "any")
+    for how in (
+        "lzf_same",
+        "nofletcher_same",
+        "other_dtype",
+        "big_endian",
+        "extra_row",
+        "scalar",
+        "empty",
+        "group",
+        "string",
+        "unknown_filter",
+        "zstd_filter",
+        "fillvalue_only",
+    ):
+        add(
+            op="replace",
+            path=table,
+            how=how,
+            expect="error"
+            if how
+            in ("other_dtype", "extra_row", "scalar", "empty", "group", "string", "unknown_filter", "fillvalue_only")
+            else "any",
+        )
     add(op="del", path="layers/0")
     add(op="del", path="layers")
     add(op="move", path=table, to="layers/0/moved")
@@ -189,8 +220,9 @@ def _struct_cases(name: str, path: Path) -> list[dict]:
             edits.append(([["set", ["storage", "dtype"], other]], "error"))
     for other in ("none", "gzip", "zstd"):
         if other != codec:  # zstd chunks need fpkit's reader; gzip and none both read through HDF5
-            edits.append(([["set", ["storage", "codec"], other]],
-                          "error" if "zstd" in (codec, other) else "metadata_only"))
+            edits.append(
+                ([["set", ["storage", "codec"], other]], "error" if "zstd" in (codec, other) else "metadata_only")
+            )
     for e, expect in edits:
         add(op="setmeta", edits=e, expect=expect)
     add(op="setmeta", edits=[["set", ["teacher", "num_params"], 1]], rehash=False)
@@ -222,12 +254,32 @@ def run_fuzz(files: dict[str, Path], cases: list[dict], workdir: Path) -> list[d
     for w in range(WORKERS):
         part = cases[w::WORKERS]
         spec = workdir / f"spec{w}.json"
-        spec.write_text(json.dumps({"originals": {k: str(v) for k, v in files.items()}, "workdir": str(workdir / f"w{w}"),
-                                    "timeout": TIMEOUT, "cli_every": CLI_EVERY, "cases": part}))
+        spec.write_text(
+            json.dumps(
+                {
+                    "originals": {k: str(v) for k, v in files.items()},
+                    "workdir": str(workdir / f"w{w}"),
+                    "timeout": TIMEOUT,
+                    "cli_every": CLI_EVERY,
+                    "cases": part,
+                }
+            )
+        )
         out = workdir / f"results{w}.jsonl"
         log = open(workdir / f"runner{w}.log", "w")
-        procs.append((subprocess.Popen([H.PYTHON, str(runner), str(spec), str(out)], env=H.subprocess_env(),
-                                       stdout=log, stderr=subprocess.STDOUT), out, log, len(part)))
+        procs.append(
+            (
+                subprocess.Popen(
+                    [H.PYTHON, str(runner), str(spec), str(out)],
+                    env=H.subprocess_env(),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                ),
+                out,
+                log,
+                len(part),
+            )
+        )
     results = []
     budget = 60 + len(cases) * 2.0 / WORKERS + TIMEOUT * 4
     for p, out, log, n in procs:
@@ -240,7 +292,8 @@ def run_fuzz(files: dict[str, Path], cases: list[dict], workdir: Path) -> list[d
         got = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
         assert rc == 0 and len(got) == n, (
             f"fuzz runner ended with {rc} after {len(got)} of {n} cases:\n"
-            + (out.parent / log.name).read_text()[-3000:])
+            + (out.parent / log.name).read_text()[-3000:]
+        )
         results += got
     return results
 
@@ -251,8 +304,7 @@ def _zstd_unused(r: dict) -> bool:
     flag, or a few bits of a sequence bitstream, changes nothing decoded (exhaustively: 52 of the
     11,384 single-bit flips of this int8-zstd file's chunks).  The child verified the tables equal
     to the original's, so nothing wrong is read."""
-    return (r["outcome"] == "intact" and r["region"] == "data"
-            and H.FUZZ_FILES[r["file"]].get("codec") == "zstd")
+    return r["outcome"] == "intact" and r["region"] == "data" and H.FUZZ_FILES[r["file"]].get("codec") == "zstd"
 
 
 def _label(r: dict) -> str:
@@ -300,16 +352,20 @@ def test_fuzz_reader(fuzz_files, tmp_path):
             key += f"/{r['op']}"
         by_kind[key] += 1
         counts[(key, _label(r))] += 1
-    print(f"\n[fuzz] {len(results)} cases on {len(fuzz_files)} files in {elapsed:.1f} s "
-          f"({WORKERS} workers, seed {SEED}, FPKIT_FUZZ_CASES={CASES}); "
-          f"{sum('sub_rc' in r for r in results)} also through `python -m fpkit verify`")
+    print(
+        f"\n[fuzz] {len(results)} cases on {len(fuzz_files)} files in {elapsed:.1f} s "
+        f"({WORKERS} workers, seed {SEED}, FPKIT_FUZZ_CASES={CASES}); "
+        f"{sum('sub_rc' in r for r in results)} also through `python -m fpkit verify`"
+    )
     for (key, outcome), n in sorted(counts.items()):
         print(f"[fuzz] {key:28s} {outcome:34s} {n}")
     totals = collections.Counter("fpkit error" if r["outcome"].startswith("fpkit:") else _label(r) for r in results)
     print(f"[fuzz] totals: {dict(totals)}")
     problems = [(r, msg) for r in results if (msg := check(r))]
-    report = "\n".join(f"case {r['id']} {r['file']} {json.dumps({k: r[k] for k in r if k in ('kind', 'op', 'path', 'how', 'name', 'value', 'edits', 'offset', 'bit', 'region', 'dataset', 'to')})}: {msg}"
-                       for r, msg in problems[:40])
+    keys = ("kind", "op", "path", "how", "name", "value", "edits", "offset", "bit", "region", "dataset", "to")
+    report = "\n".join(
+        f"case {r['id']} {r['file']} {json.dumps({k: r[k] for k in r if k in keys})}: {msg}" for r, msg in problems[:40]
+    )
     assert not problems, f"{len(problems)} fuzz cases failed:\n{report}"
     # every kind of damage was tried and table-data damage was always caught
     assert by_kind["bitflip/data"] >= len(fuzz_files) and by_kind["truncate"] >= len(fuzz_files)

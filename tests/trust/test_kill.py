@@ -26,12 +26,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import _trust_helpers as H
 import numpy as np
 import pytest
 from _support import write_tiny_teacher
 from click.testing import CliRunner
 
-import _trust_helpers as H
 from fpkit.cli import main
 from fpkit.format import open_fingerprints, verify_fingerprints
 
@@ -43,12 +43,14 @@ CHUNKS = (N + CHUNK - 1) // CHUNK
 ARGS = ["synthetic:200x10", "--chunk-size", str(CHUNK), "--batch-size", "32", "--views", "2", "--device", "cpu"]
 
 # (trigger, value, extra random delay bound in s)
-FIXED = [("time", 0.3, 0.5),           # during interpreter start / imports: nothing written yet
-         ("partial", 0, 0.0),          # the moment the work folder appears
-         ("chunks", 1, 0.05),          # after the first finished chunk
-         ("chunks", CHUNKS // 2, 0.05),
-         ("chunks", CHUNKS - 1, 0.0),  # last chunk computing
-         ("writing", 0, 0.0)]          # during the final write (temporary file present)
+FIXED = [
+    ("time", 0.3, 0.5),  # during interpreter start / imports: nothing written yet
+    ("partial", 0, 0.0),  # the moment the work folder appears
+    ("chunks", 1, 0.05),  # after the first finished chunk
+    ("chunks", CHUNKS // 2, 0.05),
+    ("chunks", CHUNKS - 1, 0.0),  # last chunk computing
+    ("writing", 0, 0.0),
+]  # during the final write (temporary file present)
 
 
 def cli(*args):
@@ -86,13 +88,19 @@ def _state(folder: Path) -> tuple[bool, int, bool]:
 def kill_case(teacher: Path, folder: Path, trigger: str, value: float, delay: float, sig=signal.SIGKILL) -> dict:
     folder.mkdir()
     t0 = time.monotonic()
-    p = subprocess.Popen([H.PYTHON, "-m", "fpkit", "build", str(teacher), *ARGS, "-o", str(folder / "out.h5")],
-                         env=H.subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [H.PYTHON, "-m", "fpkit", "build", str(teacher), *ARGS, "-o", str(folder / "out.h5")],
+        env=H.subprocess_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     seen = None
     while p.poll() is None and time.monotonic() - t0 < 300:
         partial, done, writing = _state(folder)
-        hit = {"time": time.monotonic() - t0 >= value, "partial": partial, "chunks": done >= value,
-               "writing": writing}[trigger]
+        hit = {"time": time.monotonic() - t0 >= value, "partial": partial, "chunks": done >= value, "writing": writing}[
+            trigger
+        ]
         if hit:
             seen = (partial, done, writing)
             if delay:
@@ -101,8 +109,16 @@ def kill_case(teacher: Path, folder: Path, trigger: str, value: float, delay: fl
             break
         time.sleep(0.001)
     out, err = p.communicate(timeout=300)
-    return {"trigger": trigger, "value": value, "delay": round(delay, 3), "rc": p.returncode, "seen": seen,
-            "stderr": err, "at": _state(folder), "seconds": round(time.monotonic() - t0, 2)}
+    return {
+        "trigger": trigger,
+        "value": value,
+        "delay": round(delay, 3),
+        "rc": p.returncode,
+        "seen": seen,
+        "stderr": err,
+        "at": _state(folder),
+        "seconds": round(time.monotonic() - t0, 2),
+    }
 
 
 def _check_after(folder: Path, teacher: Path, ref) -> None:
@@ -116,7 +132,7 @@ def _check_after(folder: Path, teacher: Path, ref) -> None:
     for kind in ("sample", "class"):
         assert np.array_equal(fp.table(kind), ref.table(kind)), kind
     assert np.array_equal(fp.labels, ref.labels) and np.array_equal(fp.sample_digests, ref.sample_digests)
-    assert fp.metadata["dataset"] == ref.metadata["dataset"]
+    assert fp.metadata.dataset == ref.metadata.dataset
     left = sorted(n for n in os.listdir(folder) if n != "out.h5")
     assert left == [], f"stray files after --resume: {left}"
 
@@ -127,14 +143,17 @@ def test_sigkill_then_resume(setup, tmp_path):
     plan = [(t, v, float(rng.uniform(0, b))) for t, v, b in FIXED][:KILLS]
     while len(plan) < KILLS:
         t = str(rng.choice(["time", "chunks", "writing", "partial"]))
-        v = {"time": float(rng.uniform(0.2, 8.0)), "chunks": int(rng.integers(1, CHUNKS)), "writing": 0,
-             "partial": 0}[t]
+        v = {"time": float(rng.uniform(0.2, 8.0)), "chunks": int(rng.integers(1, CHUNKS)), "writing": 0, "partial": 0}[
+            t
+        ]
         plan.append((t, v, float(rng.uniform(0, 0.05 if t != "time" else 0.5))))
     with ThreadPoolExecutor(PARALLEL) as ex:
         results = list(ex.map(lambda a: kill_case(teacher, tmp_path / f"case{a[0]}", *a[1]), enumerate(plan)))
     for i, r in enumerate(results):
-        print(f"\n[kill] case {i}: trigger {r['trigger']}={r['value']} +{r['delay']}s -> rc {r['rc']}, "
-              f"state at kill (partial, chunks done, writing) {r['seen']}, after {r['at']}, {r['seconds']} s")
+        print(
+            f"\n[kill] case {i}: trigger {r['trigger']}={r['value']} +{r['delay']}s -> rc {r['rc']}, "
+            f"state at kill (partial, chunks done, writing) {r['seen']}, after {r['at']}, {r['seconds']} s"
+        )
     for i, r in enumerate(results):
         assert r["rc"] in (-signal.SIGKILL, 0), r["stderr"][-2000:]
         _check_after(tmp_path / f"case{i}", teacher, ref)
@@ -151,6 +170,7 @@ def test_leftover_work_folder_after_complete_output(setup, tmp_path, monkeypatch
     """Killed between the rename of the finished file and the removal of the work folder: the
     first build is made to skip that removal; --resume must clean up, not keep it forever."""
     import shutil
+
     teacher, ref = setup
     out = tmp_path / "out.h5"
     monkeypatch.setattr(shutil, "rmtree", lambda *a, **kw: None)

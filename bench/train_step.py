@@ -17,27 +17,30 @@ step time does not depend on the pixels), interleaved turn by turn (--steps step
 
 Headline: FP / CE step time (target <= 1.05) and live KD / CE.
 
-Quick (defaults, ~2 min on a 2-core CPU):  python bench/bench_train_step.py
-Full:  python bench/bench_train_step.py --batch-size 128 --steps 5 --reps 10
+Quick (defaults, ~2 min on a 2-core CPU):  python -m bench.train_step
+Full:  python -m bench.train_step --batch-size 128 --steps 5 --reps 10
+Smallest (a check that it runs):
+    python -m bench.train_step --batch-size 4 --reps 1 --steps 1 --warmup 1 --table-rows 100 \
+        --student-arch resnet8 --teacher-arch resnet8
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import sys
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as C  # noqa: E402
+from bench import harness as H
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m bench.train_step",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--batch-size", type=int, default=64, help="64 (RepDistiller) or 128 (the source writeup)")
     p.add_argument("--student-arch", default="resnet20")
     p.add_argument("--teacher-arch", default="resnet56")
@@ -49,14 +52,14 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per variant first")
     p.add_argument("--no-distill-loss", action="store_true", help="skip the FP+DistillLoss variant")
     p.add_argument("--channels-last", action="store_true", help="channels_last models and inputs (CUDA)")
-    C.add_common_args(p)
+    H.add_common_args(p)
     return p.parse_args(argv)
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    dev = C.resolve_device(args.device)
-    info = C.header("bench_train_step: fingerprint loss and live KD over CE alone", dev, args)
+    run = H.Run("train_step", "bench_train_step: fingerprint loss and live KD over CE alone", args)
+    dev = run.device
     from fpkit import DistillLoss, FingerprintHead, fingerprint_loss, kd_loss
     from fpkit.features import LayerTap
     from fpkit.models import get_cifar_resnet
@@ -135,38 +138,32 @@ def main(argv=None) -> None:
         variants["FP via DistillLoss"] = step_dl
     variants[f"live KD ({args.teacher_arch} teacher)"] = step_kd
 
-    def turns(fn):
-        def run():
-            for _ in range(args.steps):
-                fn()
-        return run
-
-    print("warm-up ...", file=sys.stderr, flush=True)
-    for fn in variants.values():
-        for _ in range(args.warmup):
-            fn()
-    C.sync(dev)
-    times = C.interleave({k: turns(fn) for k, fn in variants.items()}, args.reps, dev)
-    per_step = {k: [t / args.steps for t in v] for k, v in times.items()}
+    # --warmup untimed steps of each variant, then --reps turns of --steps steps each: seconds per step
+    per_step = H.timeit(variants, repeats=args.reps, number=args.steps, warmup=args.warmup, device=dev)
     ce = per_step["CE"]
     rows = []
     for k, v in per_step.items():
         pairs = [a / c for a, c in zip(v, ce)]
-        rows.append([k, 1000 * C.median(v), C.spread(v), C.median(v) / C.median(ce), C.median(pairs),
-                     b / C.median(v)])
-    C.print_table(f"Training step, student {args.student_arch} ({args.num_classes} classes), batch {b}, r={args.r}, "
-                  f"median of {args.reps} interleaved turns x {args.steps} steps",
-                  ["variant", "ms/step", "spread", "ratio to CE", "median per-turn ratio", "samples/s"], rows)
+        rows.append([k, 1000 * H.median(v), H.spread(v), H.median(v) / H.median(ce), H.median(pairs), b / H.median(v)])
+    H.print_table(
+        f"Training step, student {args.student_arch} ({args.num_classes} classes), batch {b}, r={args.r}, "
+        f"median of {args.reps} interleaved turns x {args.steps} steps",
+        ["variant", "ms/step", "spread", "ratio to CE", "median per-turn ratio", "samples/s"],
+        rows,
+    )
     keys = list(per_step)
     head = [["FP / CE (target <= 1.05)", rows[1][3]]]
     if not args.no_distill_loss:
         head.append(["FP via DistillLoss / CE", rows[2][3]])
     head.append(["live KD / CE", rows[-1][3]])
-    head.append(["live KD / FP", C.median(per_step[keys[-1]]) / C.median(per_step[keys[1]])])
-    C.print_table("Headline", ["ratio", "value"], head)
-    C.save_json(args.json, {"machine": info, "args": vars(args), "ms_per_step": {k: [1000 * t for t in v]
-                                                                                   for k, v in per_step.items()},
-                            "ratios": {r[0]: r[1] for r in head}})
+    head.append(["live KD / FP", H.median(per_step[keys[-1]]) / H.median(per_step[keys[1]])])
+    H.print_table("Headline", ["ratio", "value"], head)
+    run.results.update(
+        seconds_per_step=per_step,
+        ms_per_step={k: [1000 * t for t in v] for k, v in per_step.items()},
+        ratios={r[0]: r[1] for r in head},
+    )
+    run.save()
 
 
 if __name__ == "__main__":

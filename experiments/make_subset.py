@@ -2,7 +2,7 @@
 
 Used by the reduced CPU protocol in docs/RESULTS.md, e.g.::
 
-    python examples/make_subset.py .data/cifar10-jpeg .data/cifar10-10k --train-per-class 1000
+    python experiments/make_subset.py .data/cifar10-jpeg .data/cifar10-10k --train-per-class 1000
 
 Files are hard-linked when possible (no extra space), copied otherwise; the test split is kept
 whole unless --test-per-class is given.  The k-th file of a class folder stays the k-th.

@@ -2,8 +2,8 @@
 
 One script, two subcommands::
 
-    python examples/train.py teacher [--arch resnet56] [common options]
-    python examples/train.py student --method ce|kd|fp-sample|fp-class|relational [common options]
+    python experiments/train.py teacher [--arch resnet56] [common options]
+    python experiments/train.py student --method ce|kd|fp-sample|fp-class|relational [common options]
         kd:                --teacher runs/teacher/teacher.pt   (the live teacher, Hinton KD)
         fp-sample/fp-class --fingerprints teacher-cifar100-train.h5   (the teacher is never loaded)
         relational:        --fingerprints FILE   (pairwise-cosine loss; works on a --redact file)
@@ -17,17 +17,21 @@ Methods (student = resnet20 by default, tapped at ``layer3`` like the fingerprin
   file) and ``phi_T`` the file's per-sample or per-class row; lambda warms up linearly.
 * ``relational``: ``CE + lambda(epoch) * sum_l w_l * relational_loss(pool(layer(x)), phi_T)``.
 
+The fingerprint methods are one :class:`fpkit.FingerprintDistiller` each (``kind="cosine"`` or
+``"relational"``); this script adds the recipes, the two data paths, live KD and the logs.
+
 Recipes (``--recipe``): ``seed`` = 200 epochs, SGD lr 0.1, momentum 0.9, milestones 60/120/160,
 gamma 0.2, batch 128, weight decay 5e-4, lambda warm-up 40 epochs; ``repdistiller`` = 240
 epochs, lr 0.05, milestones 150/180/210, gamma 0.1, batch 64, weight decay 5e-4, warm-up 48
 epochs (the same fifth of the run).  ``--epochs E`` shortens a run and scales the milestones and
 the warm-up by ``E / recipe epochs``.
 
-Data: ``--loader tensor`` (default) decodes the split once into a uint8 tensor on the device and
-cuts RandomCrop(padding 4) + flip views on the device per batch (:mod:`fpkit.augment`,
-pixel-identical to torchvision); ``--loader torch`` is the plain DataLoader + torchvision
-transforms path.  Either way fingerprint targets come only after the dataset has been checked
-against the file (:class:`fpkit.FingerprintDataset` raises MismatchError).
+Data: ``--loader tensor`` (default) decodes the split once into a uint8 tensor on the device
+(:meth:`fpkit.datasets.ImageSource.load_all`) and cuts RandomCrop(padding 4) + flip views on the
+device per batch (:mod:`fpkit.augment`, pixel-identical to torchvision); ``--loader torch`` is the
+plain DataLoader + torchvision transforms path.  Either way fingerprint targets come only after
+the dataset has been checked against the file (:class:`fpkit.FingerprintDataset` raises
+MismatchError).
 
 Output: ``--out DIR`` gets ``teacher.pt`` / ``student.pt`` (``{'model': state_dict, 'arch', 'epoch',
 'test_top1', ...}``, loadable with ``torch.load(weights_only=True)`` and by
@@ -57,13 +61,13 @@ from torch import nn
 
 from fpkit.augment import ViewPolicy, make_views
 from fpkit.datasets import ImageSource, open_source
+from fpkit.devices import resolve_device
+from fpkit.distiller import FingerprintDistiller
 from fpkit.errors import ConfigError, FpkitError, MismatchError
-from fpkit.features import LayerTap, pool_features
 from fpkit.fingerprint_dataset import FingerprintDataset
-from fpkit.format import open_fingerprints, sample_digest
-from fpkit.losses import DistillLoss, LinearWarmup, kd_loss
+from fpkit.format import open_fingerprints
+from fpkit.losses import LinearWarmup, kd_loss
 from fpkit.models import CIFAR_RESNETS, DEFAULT_LAYER, get_cifar_resnet
-from fpkit.student import FingerprintHead
 from fpkit.teachers import load_teacher
 
 METHODS = ("ce", "kd", "fp-sample", "fp-class", "relational")
@@ -127,16 +131,6 @@ def make_recipe(args: argparse.Namespace) -> Recipe:
 
 
 # --------------------------------------------------------------------------- setup helpers
-
-
-def resolve_device(spec: str) -> torch.device:
-    """cpu, cuda, cuda:N or auto (CUDA when available)."""
-    if spec == "auto":
-        spec = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(spec)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for but no CUDA device is available; use --device cpu")
-    return device
 
 
 def configure_threads(args: argparse.Namespace, device: torch.device) -> None:
@@ -216,40 +210,22 @@ def open_data(args: argparse.Namespace, device: torch.device) -> Data:
     train = open_source(args.data, args.root, "train", **kw)
     test = open_source(args.data, args.root, "test", **kw)
     if test.classes != train.classes:
-        raise MismatchError(f"{args.data}: the test split has classes {test.classes[:5]}... but the train split "
-                            f"{train.classes[:5]}...; both splits need the same class folders")
-    return Data(train, test, torch.tensor(train.mean, dtype=torch.float32, device=device),
-                torch.tensor(train.std, dtype=torch.float32, device=device))
+        raise MismatchError(
+            f"{args.data}: the test split has classes {test.classes[:5]}... but the train split "
+            f"{train.classes[:5]}...; both splits need the same class folders"
+        )
+    return Data(
+        train,
+        test,
+        torch.tensor(train.mean, dtype=torch.float32, device=device),
+        torch.tensor(train.std, dtype=torch.float32, device=device),
+    )
 
 
-def decode_split(source: ImageSource, num_workers: int, chunk: int = 1000) -> torch.Tensor:
-    """The whole split as one uint8 tensor [N, C, H, W] on the CPU (decoded by workers if any)."""
-    n = len(source)
-    steps = [list(range(s, min(n, s + chunk))) for s in range(0, n, chunk)]
-    if num_workers <= 0:
-        return torch.cat([source.get_batch(idx) for idx in steps])
-    loader = torch.utils.data.DataLoader(_BatchFetch(source), batch_size=None, sampler=steps,
-                                         num_workers=num_workers)
-    return torch.cat(list(loader))
-
-
-class _BatchFetch(torch.utils.data.Dataset):
-    """A list of indices -> the uint8 batch, so that workers decode whole chunks."""
-
-    def __init__(self, source: ImageSource):
-        self.source = source
-
-    def __getitem__(self, idx: list[int]) -> torch.Tensor:
-        return self.source.get_batch(idx)
-
-    def __len__(self) -> int:
-        return len(self.source)
-
-
-def normalize_u8(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """ToTensor + Normalize on a uint8 batch [B, C, H, W] (the arithmetic of make_views)."""
-    c = images.shape[1]
-    return images.to(torch.float32).div(255).sub(mean.view(1, c, 1, 1)).div(std.view(1, c, 1, 1))
+def unaugmented(images: torch.Tensor, data: Data) -> torch.Tensor:
+    """ToTensor + Normalize of a uint8 batch [B, C, H, W]: the identity view of fpkit.augment.make_views."""
+    identity = torch.zeros(images.shape[0], 1, 3, dtype=torch.int16, device=images.device)
+    return make_views(images, identity, 0, data.mean, data.std)
 
 
 def batch_ranges(n: int, batch_size: int) -> list[tuple[int, int]]:
@@ -273,27 +249,21 @@ class FingerprintTargets:
     chosen layers on the device, for gathering by sample index ("sample") or by label ("class").
     """
 
-    def __init__(self, path: str, source: ImageSource, table: str, layers: list[str] | None,
-                 device: torch.device):
+    def __init__(self, path: str, source: ImageSource, table: str, layers: list[str] | None, device: torch.device):
         self.path = path
         self.table = table
         self.fp = open_fingerprints(path, load_views=False)
         self.layers = layers or self.fp.layer_names
         for name in self.layers:
-            self.fp.layer(name)                      # ConfigError naming the file's layers
+            self.fp.layer(name)  # ConfigError naming the file's layers
         self.dataset = FingerprintDataset(self.fp, source.torch_dataset(), table=table, layer="all")
         self.tables = {name: self.dataset.target_table(device, name, kind=table) for name in self.layers}
 
-    def check_all_pixels(self, images: torch.Tensor) -> None:
-        """Compare every image's digest with the file's (FingerprintDataset checks a sample)."""
-        if self.table != "sample":
-            return
-        hwc = images.permute(0, 2, 3, 1).contiguous().cpu().numpy()
-        digests = self.fp.sample_digests
-        for i, img in enumerate(hwc):
-            if sample_digest(img) != int(digests[i]):
-                raise MismatchError(f"the dataset does not match {self.path}: the pixels of sample {i} differ "
-                                    "from those the file was built from (different images or order)")
+    def check_all_pixels(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        """Compare every decoded image and label with the file's (the construction checked a sample):
+        a FingerprintDataset over the decoded split, checking all N samples (none for the class table)."""
+        decoded = torch.utils.data.TensorDataset(images, labels)
+        FingerprintDataset(self.fp, decoded, table=self.table, layer="all", check_samples=len(decoded))
 
     def gather(self, idx: torch.Tensor, labels: torch.Tensor) -> Targets:
         rows = idx if self.table == "sample" else labels
@@ -302,18 +272,11 @@ class FingerprintTargets:
     @property
     def teacher_forwards(self) -> int:
         """Teacher image forwards the file's build spent: N x views per sample."""
-        return int(self.fp.metadata["views"]["per_sample"]) * self.fp.num_samples
+        return int(self.fp.metadata.views.per_sample) * self.fp.num_samples
 
     @property
     def size_bytes(self) -> int:
         return os.path.getsize(self.path)
-
-    def pooling(self, layer: str) -> str:
-        return self.fp.layer(layer).pooling
-
-    def projection(self, layer: str) -> torch.Tensor:
-        """R of a layer (RedactedError for a --redact file)."""
-        return self.dataset.projection(layer)
 
 
 class TensorLoader:
@@ -324,8 +287,16 @@ class TensorLoader:
     :func:`fpkit.augment.make_views` (pixel-identical to torchvision's pipeline).
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, data: Data, batch_size: int,
-                 policy: ViewPolicy, seed: int, targets: FingerprintTargets | None = None):
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        data: Data,
+        batch_size: int,
+        policy: ViewPolicy,
+        seed: int,
+        targets: FingerprintTargets | None = None,
+    ):
         self.images, self.labels = images, labels
         self.data, self.batch_size, self.policy, self.seed = data, batch_size, policy, seed
         self.targets = targets
@@ -352,23 +323,45 @@ class TorchLoader:
     ``(image, label, {layer: target})``.
     """
 
-    def __init__(self, data: Data, batch_size: int, padding: int, seed: int, num_workers: int,
-                 device: torch.device, targets: FingerprintTargets | None = None):
+    def __init__(
+        self,
+        data: Data,
+        batch_size: int,
+        padding: int,
+        seed: int,
+        num_workers: int,
+        device: torch.device,
+        targets: FingerprintTargets | None = None,
+    ):
         from torchvision import transforms
+
         c, h, w = data.image_shape
-        tf = transforms.Compose([transforms.RandomCrop((h, w), padding=padding), transforms.RandomHorizontalFlip(),
-                                 transforms.ToTensor(), transforms.Normalize(data.train.mean, data.train.std)])
+        tf = transforms.Compose(
+            [
+                transforms.RandomCrop((h, w), padding=padding),
+                transforms.RandomHorizontalFlip(),
+                transforms.ToTensor(),
+                transforms.Normalize(data.train.mean, data.train.std),
+            ]
+        )
         if targets is None:
             self.dataset = data.train.torch_dataset(transform=tf)
         else:
-            self.dataset = FingerprintDataset(targets.fp, data.train.torch_dataset(), table=targets.table,
-                                              layer="all", transform=tf, check_samples=0)
+            self.dataset = FingerprintDataset(
+                targets.fp, data.train.torch_dataset(), table=targets.table, layer="all", transform=tf, check_samples=0
+            )
         self.layers = targets.layers if targets is not None else []
         n = len(self.dataset)
         self.loader = torch.utils.data.DataLoader(
-            self.dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers,
-            drop_last=n > batch_size and n % batch_size == 1, pin_memory=device.type == "cuda",
-            generator=torch.Generator().manual_seed(seed), persistent_workers=num_workers > 0)
+            self.dataset,
+            batch_size=batch_size,
+            shuffle=True,
+            num_workers=num_workers,
+            drop_last=n > batch_size and n % batch_size == 1,
+            pin_memory=device.type == "cuda",
+            generator=torch.Generator().manual_seed(seed),
+            persistent_workers=num_workers > 0,
+        )
         self.device = device
 
     def __len__(self) -> int:
@@ -385,60 +378,75 @@ class TorchLoader:
             yield x, y, targets
 
 
-def make_train_loader(args: argparse.Namespace, data: Data, recipe: Recipe, device: torch.device,
-                      targets: FingerprintTargets | None):
+def make_train_loader(
+    args: argparse.Namespace, data: Data, recipe: Recipe, device: torch.device, targets: FingerprintTargets | None
+):
     """TensorLoader (--loader tensor) or TorchLoader (--loader torch)."""
     if args.loader == "torch":
         return TorchLoader(data, recipe.batch_size, args.padding, args.seed, args.num_workers, device, targets)
-    images = decode_split(data.train, args.num_workers)
-    if targets is not None:
-        targets.check_all_pixels(images)
+    images = data.train.load_all(args.num_workers)
     labels = torch.from_numpy(data.train.labels)
-    return TensorLoader(images.to(device), labels.to(device), data, recipe.batch_size,
-                        ViewPolicy(args.padding, flip=True), args.seed, targets)
+    if targets is not None:
+        targets.check_all_pixels(images, labels)
+    return TensorLoader(
+        images.to(device),
+        labels.to(device),
+        data,
+        recipe.batch_size,
+        ViewPolicy(args.padding, flip=True),
+        args.seed,
+        targets,
+    )
 
 
 def make_test_batches(args: argparse.Namespace, data: Data, device: torch.device):
     """A function returning an iterator of normalised, unaugmented test batches (x, y)."""
     if args.loader == "torch":
         from torchvision import transforms
+
         tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize(data.test.mean, data.test.std)])
-        loader = torch.utils.data.DataLoader(data.test.torch_dataset(transform=tf), batch_size=EVAL_BATCH,
-                                             num_workers=args.num_workers)
+        loader = torch.utils.data.DataLoader(
+            data.test.torch_dataset(transform=tf), batch_size=EVAL_BATCH, num_workers=args.num_workers
+        )
         return lambda: ((x.to(device), torch.as_tensor(y).to(device)) for x, y in loader)
-    images = decode_split(data.test, args.num_workers).to(device)
+    images = data.test.load_all(args.num_workers).to(device)
     labels = torch.from_numpy(data.test.labels).to(device)
-    return lambda: ((normalize_u8(images[s:s + EVAL_BATCH], data.mean, data.std), labels[s:s + EVAL_BATCH])
-                    for s in range(0, len(labels), EVAL_BATCH))
+    return lambda: (
+        (unaugmented(images[s : s + EVAL_BATCH], data), labels[s : s + EVAL_BATCH])
+        for s in range(0, len(labels), EVAL_BATCH)
+    )
 
 
 # --------------------------------------------------------------------------- objectives
 
 
 class Objective:
-    """A training loss: ``loss(logits, labels, feats, targets, x, epoch) -> (loss, parts)``.
+    """A training loss: ``step(model, x, labels, targets, epoch) -> (loss, parts, logits)``.
 
-    ``feats`` holds the raw outputs of the tapped student layers (:attr:`layers`); ``parts`` maps
+    ``step`` runs the student's forward pass itself (the fingerprint methods tap it); ``parts`` maps
     names to floats or 0-d tensors, averaged over the epoch for the log.
     """
 
-    layers: list[str] = []
     teacher_forwards = 0
 
     def parameters(self) -> list[nn.Parameter]:
         """Extra trainable parameters (adapters) to optimise along with the student."""
         return []
 
-    def loss(self, logits, labels, feats, targets, x, epoch):
+    def step(self, model, x, labels, targets, epoch):
         raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what the objective holds on the model (the fingerprint methods' tap)."""
 
 
 class CrossEntropy(Objective):
     """CE only (the teacher, and the ``ce`` student)."""
 
-    def loss(self, logits, labels, feats, targets, x, epoch):
+    def step(self, model, x, labels, targets, epoch):
+        logits = model(x)
         ce = F.cross_entropy(logits, labels)
-        return ce, {"ce": ce.detach()}
+        return ce, {"ce": ce.detach()}, logits
 
 
 class LiveKD(Objective):
@@ -448,70 +456,58 @@ class LiveKD(Objective):
         self.teacher, self.T, self.ce_weight, self.kd_weight = teacher, T, ce_weight, kd_weight
         self.teacher_forwards = 0
 
-    def loss(self, logits, labels, feats, targets, x, epoch):
+    def step(self, model, x, labels, targets, epoch):
+        logits = model(x)
         with torch.no_grad():
             teacher_logits = self.teacher(x)
         self.teacher_forwards += x.shape[0]
         ce = F.cross_entropy(logits, labels)
         kd = kd_loss(logits, teacher_logits, T=self.T)
         total = self.ce_weight * ce + self.kd_weight * kd
-        return total, {"ce": ce.detach(), "kd": kd.detach(), "total": total.detach()}
+        return total, {"ce": ce.detach(), "kd": kd.detach(), "total": total.detach()}, logits
 
 
 class Fingerprint(Objective):
-    """CE + lambda * sum_l w_l * term_l against stored teacher fingerprints.
+    """CE + lambda(epoch) * sum_l w_l * term_l against stored teacher fingerprints: a FingerprintDistiller.
 
     ``kind="cosine"``: term = 1 - cos(FingerprintHead_l(feats), phi_T) (fp-sample, fp-class).
     ``kind="relational"``: term = relational_loss(pool(feats), phi_T); needs no R.
     """
 
-    def __init__(self, kind: str, targets: FingerprintTargets, weights: Mapping[str, float],
-                 widths: Mapping[str, int], lam: float, warmup: int, device: torch.device):
-        self.kind = kind
-        self.layers = list(weights)
-        self.poolings = {name: targets.pooling(name) for name in self.layers}
-        self.heads: dict[str, FingerprintHead] = {}
-        if kind == "cosine":
-            self.heads = {name: FingerprintHead(targets.projection(name), in_dim=widths[name],
-                                                pooling=self.poolings[name]).to(device)
-                          for name in self.layers}
-        self.criterion = DistillLoss(dict(weights), kind=kind, lam=LinearWarmup(lam, warmup))
-        self.teacher_forwards = targets.teacher_forwards
+    def __init__(self, distiller: FingerprintDistiller, teacher_forwards: int):
+        self.distiller = distiller
+        self.teacher_forwards = teacher_forwards
 
     def parameters(self) -> list[nn.Parameter]:
-        return [p for head in self.heads.values() for p in head.parameters()]
+        return list(self.distiller.heads.parameters())
 
-    def loss(self, logits, labels, feats, targets, x, epoch):
-        if self.kind == "cosine":
-            phi_s = {name: self.heads[name](feats[name]) for name in self.layers}
-        else:
-            phi_s = {name: pool_features(feats[name], self.poolings[name]) for name in self.layers}
-        return self.criterion(logits, labels, phi_s, targets, epoch=epoch)
+    def step(self, model, x, labels, targets, epoch):
+        out = self.distiller.compute(x, labels, targets, epoch=epoch)
+        return out.loss, out.parts, out.logits
 
-
-def tapped_widths(model: nn.Module, layers: list[str], poolings: Mapping[str, str], data: Data,
-                  device: torch.device) -> dict[str, int]:
-    """Pooled width of each tapped student layer, from one forward pass in eval mode."""
-    c, h, w = data.image_shape
-    was_training = model.training
-    model.eval()
-    with torch.no_grad(), LayerTap(model, layers) as tap:
-        _, feats = tap(torch.zeros(2, c, h, w, device=device))
-    model.train(was_training)
-    return {name: int(pool_features(feats[name], poolings[name]).shape[1]) for name in layers}
+    def close(self) -> None:
+        self.distiller.close()
 
 
 def load_live_teacher(args: argparse.Namespace, data: Data, device: torch.device) -> nn.Module:
     """The kd teacher, safely loaded (weights only), frozen, in eval mode on the device."""
     teacher = load_teacher(args.teacher, arch=args.teacher_arch, in_channels=data.image_shape[0])
     if teacher.num_classes is not None and teacher.num_classes != data.num_classes:
-        raise MismatchError(f"teacher {args.teacher} has {teacher.num_classes} outputs but {data.train.name} has "
-                            f"{data.num_classes} classes; pick the matching teacher or dataset")
+        raise MismatchError(
+            f"teacher {args.teacher} has {teacher.num_classes} outputs but {data.train.name} has "
+            f"{data.num_classes} classes; pick the matching teacher or dataset"
+        )
     return teacher.model.to(device).eval()
 
 
-def make_objective(args: argparse.Namespace, model: nn.Module, data: Data, recipe: Recipe,
-                   device: torch.device, targets: FingerprintTargets | None) -> Objective:
+def make_objective(
+    args: argparse.Namespace,
+    model: nn.Module,
+    data: Data,
+    recipe: Recipe,
+    device: torch.device,
+    targets: FingerprintTargets | None,
+) -> Objective:
     """The loss of --method (teacher mode: CE)."""
     method = getattr(args, "method", "ce")
     if method == "ce":
@@ -520,30 +516,29 @@ def make_objective(args: argparse.Namespace, model: nn.Module, data: Data, recip
         return LiveKD(load_live_teacher(args, data, device), args.kd_T, args.kd_ce_weight, args.kd_weight)
     assert targets is not None
     weights = dict(args.layer_weights or default_layer_weights(targets.layers))
-    poolings = {name: targets.pooling(name) for name in weights}
-    widths = tapped_widths(model, list(weights), poolings, data, device)
     kind = "relational" if method == "relational" else "cosine"
-    return Fingerprint(kind, targets, weights, widths, args.lam, recipe.warmup, device)
+    probe = torch.zeros(2, *data.image_shape, device=device)  # widths of the student's tapped layers
+    distiller = FingerprintDistiller(
+        model,
+        targets.dataset,
+        lam=LinearWarmup(args.lam, recipe.warmup),
+        layer_weights=weights,
+        kind=kind,
+        example_input=probe,
+    )
+    return Fingerprint(distiller, targets.teacher_forwards)
 
 
 # --------------------------------------------------------------------------- training
 
 
-def forward(model: nn.Module, tap: LayerTap | None, x: torch.Tensor) -> tuple[torch.Tensor, Targets]:
-    """Logits and, with a tap, the raw outputs of the tapped layers."""
-    if tap is None:
-        return model(x), {}
-    return tap(x)
-
-
-def train_epoch(model, tap, objective, loader, optimizer, epoch: int) -> dict[str, Any]:
+def train_epoch(model, objective, loader, optimizer, epoch: int) -> dict[str, Any]:
     """One pass over the training batches; returns the loss, its parts and top-1 (percent)."""
     model.train()
     sums: dict[str, Any] = {}
     loss_sum, correct, seen = 0.0, 0, 0
     for x, y, targets in loader.epoch(epoch):
-        logits, feats = forward(model, tap, x)
-        loss, parts = objective.loss(logits, y, feats, targets, x, epoch)
+        loss, parts, logits = objective.step(model, x, y, targets, epoch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -555,8 +550,11 @@ def train_epoch(model, tap, objective, loader, optimizer, epoch: int) -> dict[st
             sums[k] = sums.get(k, 0.0) + v * b
     if seen == 0:
         raise ConfigError("the training split gave no batch; use a larger dataset or a smaller --batch-size")
-    return {"train_loss": float(loss_sum) / seen, "parts": {k: float(v) / seen for k, v in sums.items()},
-            "train_top1": 100.0 * float(correct) / seen}
+    return {
+        "train_loss": float(loss_sum) / seen,
+        "parts": {k: float(v) / seen for k, v in sums.items()},
+        "train_top1": 100.0 * float(correct) / seen,
+    }
 
 
 @torch.no_grad()
@@ -625,58 +623,90 @@ def fit(args: argparse.Namespace) -> dict[str, Any]:
     c, _, _ = data.image_shape
     model = get_cifar_resnet(args.arch, data.num_classes, in_channels=c).to(device)
     objective = make_objective(args, model, data, recipe, device, targets)
-    tap = LayerTap(model, objective.layers) if objective.layers else None
     train_loader = make_train_loader(args, data, recipe, device, targets)
     test_batches = make_test_batches(args, data, device)
-    optimizer = torch.optim.SGD(list(model.parameters()) + objective.parameters(), lr=recipe.lr,
-                                momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    optimizer = torch.optim.SGD(
+        list(model.parameters()) + objective.parameters(),
+        lr=recipe.lr,
+        momentum=recipe.momentum,
+        weight_decay=recipe.weight_decay,
+    )
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(recipe.milestones), gamma=recipe.gamma)
     log = JsonLog(Path(args.log) if args.log else out / "log.jsonl")
-    say(f"[train] {method}: {args.arch} ({count_params(model):,} parameters) on {data.train.name}, "
+    say(
+        f"[train] {method}: {args.arch} ({count_params(model):,} parameters) on {data.train.name}, "
         f"{len(data.train)} train / {len(data.test)} test images, {recipe.epochs} epochs, recipe {args.recipe}, "
-        f"{device}, loader {args.loader}")
+        f"{device}, loader {args.loader}"
+    )
 
     best = test_top1 = 0.0
     try:
         for epoch in range(recipe.epochs):
             t_epoch = time.perf_counter()
             lr = optimizer.param_groups[0]["lr"]
-            stats = train_epoch(model, tap, objective, train_loader, optimizer, epoch)
+            stats = train_epoch(model, objective, train_loader, optimizer, epoch)
             scheduler.step()
             test_top1 = evaluate(model, test_batches)
             best = max(best, test_top1)
-            record = {"epoch": epoch + 1, "lr": lr, **stats, "test_top1": test_top1,
-                      "seconds": round(time.perf_counter() - t_epoch, 3)}
+            record = {
+                "epoch": epoch + 1,
+                "lr": lr,
+                **stats,
+                "test_top1": test_top1,
+                "seconds": round(time.perf_counter() - t_epoch, 3),
+            }
             log.write(record)
-            say(f"[train] epoch {epoch + 1}/{recipe.epochs} lr {lr:.4g} loss {stats['train_loss']:.4f} "
-                f"train {stats['train_top1']:.2f} test {test_top1:.2f} ({record['seconds']:.1f} s)")
+            say(
+                f"[train] epoch {epoch + 1}/{recipe.epochs} lr {lr:.4g} loss {stats['train_loss']:.4f} "
+                f"train {stats['train_top1']:.2f} test {test_top1:.2f} ({record['seconds']:.1f} s)"
+            )
         name = "teacher.pt" if args.mode == "teacher" else "student.pt"
-        save_checkpoint(out / name, model, {
-            "arch": args.arch, "num_classes": data.num_classes, "epoch": recipe.epochs,
-            "test_top1": test_top1, "best_top1": best, "method": method, "dataset": data.train.name,
-            "recipe": args.recipe, "seed": args.seed})
-        final = {"final": True, "method": method, "test_top1": test_top1, "best_top1": best,
-                 "teacher_forwards": objective.teacher_forwards,
-                 "fingerprint_bytes": targets.size_bytes if targets is not None else 0,
-                 "wall_seconds": round(time.perf_counter() - t0, 3), "epochs": recipe.epochs,
-                 "recipe": args.recipe, "seed": args.seed, "arch": args.arch, "data": args.data,
-                 "checkpoint": str(out / name)}
+        save_checkpoint(
+            out / name,
+            model,
+            {
+                "arch": args.arch,
+                "num_classes": data.num_classes,
+                "epoch": recipe.epochs,
+                "test_top1": test_top1,
+                "best_top1": best,
+                "method": method,
+                "dataset": data.train.name,
+                "recipe": args.recipe,
+                "seed": args.seed,
+            },
+        )
+        final = {
+            "final": True,
+            "method": method,
+            "test_top1": test_top1,
+            "best_top1": best,
+            "teacher_forwards": objective.teacher_forwards,
+            "fingerprint_bytes": targets.size_bytes if targets is not None else 0,
+            "wall_seconds": round(time.perf_counter() - t0, 3),
+            "epochs": recipe.epochs,
+            "recipe": args.recipe,
+            "seed": args.seed,
+            "arch": args.arch,
+            "data": args.data,
+            "checkpoint": str(out / name),
+        }
         print(log.write(final), flush=True)
         return final
     finally:
         log.close()
-        if tap is not None:
-            tap.close()
+        objective.close()
 
 
 def warn_normalization(targets: FingerprintTargets, data: Data, say) -> None:
     """The student may normalise differently from the teacher's build, but it is usually a slip."""
-    built = targets.fp.metadata.get("dataset", {}).get("normalize", {})
-    if built and (tuple(built.get("mean", ())) != tuple(data.train.mean)
-                  or tuple(built.get("std", ())) != tuple(data.train.std)):
-        say(f"[train] warning: {targets.path} was built with normalisation mean {built.get('mean')} std "
-            f"{built.get('std')}, this run uses {list(data.train.mean)} {list(data.train.std)}; "
-            "pass the same --normalize as the build")
+    built = targets.fp.metadata.dataset.normalize
+    if tuple(built.mean) != tuple(data.train.mean) or tuple(built.std) != tuple(data.train.std):
+        say(
+            f"[train] warning: {targets.path} was built with normalisation mean {list(built.mean)} std "
+            f"{list(built.std)}, this run uses {list(data.train.mean)} {list(data.train.std)}; "
+            "pass the same --normalize as the build"
+        )
 
 
 # --------------------------------------------------------------------------- command line
@@ -685,32 +715,51 @@ def warn_normalization(targets: FingerprintTargets, data: Data, say) -> None:
 def _common_options() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("data")
-    g.add_argument("--data", default="cifar100", metavar="SPEC",
-                   help="cifar10, cifar100, fashionmnist, imagefolder:PATH or synthetic[:NxC] (default: cifar100)")
+    g.add_argument(
+        "--data",
+        default="cifar100",
+        metavar="SPEC",
+        help="cifar10, cifar100, fashionmnist, imagefolder:PATH or synthetic[:NxC] (default: cifar100)",
+    )
     g.add_argument("--root", default="data", metavar="DIR", help="folder holding torchvision datasets (default: data)")
-    g.add_argument("--normalize", default=None, metavar="SPEC",
-                   help="cifar10, cifar100, fashionmnist, imagenet, none or m1,m2,m3:s1,s2,s3 "
-                        "(default: the dataset's own; imagenet for image folders)")
+    g.add_argument(
+        "--normalize",
+        default=None,
+        metavar="SPEC",
+        help="cifar10, cifar100, fashionmnist, imagenet, none or m1,m2,m3:s1,s2,s3 "
+        "(default: the dataset's own; imagenet for image folders)",
+    )
     g.add_argument("--no-download", action="store_true", help="never try to download a missing dataset")
-    g.add_argument("--loader", choices=("tensor", "torch"), default="tensor",
-                   help="tensor: decode once, keep uint8 on the device, augment there (default); "
-                        "torch: DataLoader + torchvision transforms")
-    g.add_argument("--num-workers", type=int, default=0, metavar="N",
-                   help="DataLoader workers (decoding / augmentation)")
-    g.add_argument("--padding", type=int, default=4, metavar="PX",
-                   help="RandomCrop zero padding in pixels (default: 4)")
+    g.add_argument(
+        "--loader",
+        choices=("tensor", "torch"),
+        default="tensor",
+        help="tensor: decode once, keep uint8 on the device, augment there (default); "
+        "torch: DataLoader + torchvision transforms",
+    )
+    g.add_argument(
+        "--num-workers", type=int, default=0, metavar="N", help="DataLoader workers (decoding / augmentation)"
+    )
+    g.add_argument(
+        "--padding", type=int, default=4, metavar="PX", help="RandomCrop zero padding in pixels (default: 4)"
+    )
     g = p.add_argument_group("optimisation")
     g.add_argument("--recipe", choices=sorted(RECIPES), default="seed", help="preset (default: seed)")
-    g.add_argument("--epochs", type=int, default=None, metavar="E",
-                   help="shorten the run; milestones and warm-up scale along")
+    g.add_argument(
+        "--epochs", type=int, default=None, metavar="E", help="shorten the run; milestones and warm-up scale along"
+    )
     g.add_argument("--lr", type=float, default=None, metavar="LR", help="override the recipe's learning rate")
     g.add_argument("--batch-size", type=int, default=None, metavar="B", help="override the recipe's batch size")
     g = p.add_argument_group("run")
     g.add_argument("--device", default="auto", metavar="DEV", help="cpu, cuda, cuda:N or auto (default)")
     g.add_argument("--threads", type=int, default=0, metavar="N", help="torch CPU threads (default: torch's choice)")
     g.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default: 0)")
-    g.add_argument("--out", default=None, metavar="DIR",
-                   help="output folder for the checkpoint and log.jsonl (default: runs/<method>-<arch>-s<seed>)")
+    g.add_argument(
+        "--out",
+        default=None,
+        metavar="DIR",
+        help="output folder for the checkpoint and log.jsonl (default: runs/<method>-<arch>-s<seed>)",
+    )
     g.add_argument("--log", default=None, metavar="FILE", help="JSON-lines log file (default: OUT/log.jsonl)")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     return p
@@ -719,36 +768,65 @@ def _common_options() -> argparse.ArgumentParser:
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser: subcommands ``teacher`` and ``student``."""
     parser = argparse.ArgumentParser(
-        prog="train.py", description="Train the teacher or a student of fpkit's comparison table.",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        prog="train.py",
+        description="Train the teacher or a student of fpkit's comparison table.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="mode", required=True, metavar="{teacher,student}")
     common = _common_options()
     archs = ", ".join(CIFAR_RESNETS)
     t = sub.add_parser("teacher", parents=[common], help="train a CIFAR ResNet teacher with cross-entropy")
-    t.add_argument("--arch", choices=list(CIFAR_RESNETS), default="resnet56", metavar="ARCH",
-                   help=f"teacher architecture (default: resnet56; one of {archs})")
+    t.add_argument(
+        "--arch",
+        choices=list(CIFAR_RESNETS),
+        default="resnet56",
+        metavar="ARCH",
+        help=f"teacher architecture (default: resnet56; one of {archs})",
+    )
     s = sub.add_parser("student", parents=[common], help="train a student with one distillation method")
     s.add_argument("--method", choices=METHODS, required=True, help="ce, kd, fp-sample, fp-class or relational")
-    s.add_argument("--arch", choices=list(CIFAR_RESNETS), default="resnet20", metavar="ARCH",
-                   help=f"student architecture (default: resnet20; one of {archs})")
+    s.add_argument(
+        "--arch",
+        choices=list(CIFAR_RESNETS),
+        default="resnet20",
+        metavar="ARCH",
+        help=f"student architecture (default: resnet20; one of {archs})",
+    )
     g = s.add_argument_group("kd")
     g.add_argument("--teacher", default=None, metavar="PATH", help="teacher checkpoint (kd only)")
-    g.add_argument("--teacher-arch", default=None, metavar="ARCH",
-                   help="teacher architecture if the checkpoint does not say")
+    g.add_argument(
+        "--teacher-arch", default=None, metavar="ARCH", help="teacher architecture if the checkpoint does not say"
+    )
     g.add_argument("--kd-T", dest="kd_T", type=float, default=4.0, metavar="T", help="KD temperature (default: 4)")
     g.add_argument("--kd-ce-weight", type=float, default=0.1, metavar="W", help="weight of CE in kd (default: 0.1)")
     g.add_argument("--kd-weight", type=float, default=0.9, metavar="W", help="weight of the KD term (default: 0.9)")
     g = s.add_argument_group("fingerprints")
-    g.add_argument("--fingerprints", default=None, metavar="FILE",
-                   help="fingerprint file (fp-sample, fp-class, relational)")
-    g.add_argument("--lambda", dest="lam", type=float, default=0.1, metavar="L",
-                   help="final distillation weight (default: 0.1)")
-    g.add_argument("--warmup", type=int, default=None, metavar="E",
-                   help="lambda warm-up epochs (default: the recipe's, scaled with --epochs)")
-    g.add_argument("--layer-weights", type=str, default=None, metavar="SPEC",
-                   help="e.g. layer3=1.0,layer2=0.2 (default: every layer of the file; 1.0 for layer3, 0.2 others)")
-    g.add_argument("--table", choices=("sample", "class"), default="sample",
-                   help="fingerprint table of the relational method (default: sample)")
+    g.add_argument(
+        "--fingerprints", default=None, metavar="FILE", help="fingerprint file (fp-sample, fp-class, relational)"
+    )
+    g.add_argument(
+        "--lambda", dest="lam", type=float, default=0.1, metavar="L", help="final distillation weight (default: 0.1)"
+    )
+    g.add_argument(
+        "--warmup",
+        type=int,
+        default=None,
+        metavar="E",
+        help="lambda warm-up epochs (default: the recipe's, scaled with --epochs)",
+    )
+    g.add_argument(
+        "--layer-weights",
+        type=str,
+        default=None,
+        metavar="SPEC",
+        help="e.g. layer3=1.0,layer2=0.2 (default: every layer of the file; 1.0 for layer3, 0.2 others)",
+    )
+    g.add_argument(
+        "--table",
+        choices=("sample", "class"),
+        default="sample",
+        help="fingerprint table of the relational method (default: sample)",
+    )
     parser.subcommands = {"teacher": t, "student": s}
     return parser
 

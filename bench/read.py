@@ -17,8 +17,10 @@
    fp32 decode), and a bare h5py read of the same dataset for reference.  The file is in the
    page cache (just written): these are warm-cache times.
 
-Quick (defaults, ~1-2 min on a 2-core CPU):  python bench/bench_read.py
-Full:  python bench/bench_read.py --n 50000 --reps 5
+Quick (defaults, ~1-2 min on a 2-core CPU):  python -m bench.read
+Full:  python -m bench.read --n 50000 --reps 5
+Smallest (a check that it runs):
+    python -m bench.read --n 20 --workers 0 --reps 1 --batch-size 8 --lookups 100 --file-n 500 --file-reps 1
 """
 
 from __future__ import annotations
@@ -28,18 +30,21 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as C  # noqa: E402
+from bench import harness as H
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m bench.read",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--n", type=int, default=3000, help="images in the DataLoader subset (full: 50000)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--workers", default="0,2", help="comma list of DataLoader num_workers")
@@ -51,32 +56,27 @@ def parse_args(argv=None):
     p.add_argument("--file-r", type=int, default=128)
     p.add_argument("--file-classes", type=int, default=100)
     p.add_argument("--file-reps", type=int, default=7)
-    p.add_argument("--data", type=Path, default=C.DEFAULT_DATA, help="CIFAR-10 JPEG root (train/, test/)")
-    C.add_common_args(p)
+    p.add_argument("--data", type=Path, default=H.DEFAULT_DATA, help="CIFAR-10 JPEG root (train/, test/)")
+    H.add_common_args(p)
     return p.parse_args(argv)
-
-
-def _meta(n_classes_dummy=None):
-    teacher = {"arch": "resnet56", "weights_sha256": "0" * 64, "num_params": 861620, "source_kind": "state_dict",
-               "trusted_code": False, "accuracy": None}
-    dataset = {"name": "bench", "split": "train", "image_shape": [3, 32, 32],
-               "normalize": {"mean": list(C.CIFAR10_MEAN), "std": list(C.CIFAR10_STD)}}
-    views = {"policy": {"name": "pad_crop_flip", "padding": 4, "fill": 0, "flip": True},
-             "count": 8, "per_sample": 8, "seed": 0, "replay": False}
-    compute = {"device": "cpu", "autocast": None, "batch_size": 512, "world_size": 1}
-    return dict(teacher=teacher, dataset=dataset, views=views, compute=compute)
 
 
 def write_file(path: Path, labels, digests, classes, r: int, dtype: str, seed: int, codec: str = "none") -> float:
     """Write random fingerprint-like rows (unit-norm-ish, |x| < 2); return seconds."""
-    from fpkit.format import FingerprintWriter, LayerSpec
+    from fpkit.format import FingerprintWriter, LayerSpec, StorageInfo
     from fpkit.projection import make_projection
+    from fpkit.testing import example_contents
+
     rng = np.random.default_rng(seed)
     n = len(labels)
     spec = LayerSpec("layer3", "avg", 64, make_projection(64, r, 0), 0)
+    contents = replace(
+        example_contents([spec], labels, num_classes=len(classes), storage=StorageInfo(dtype=dtype, codec=codec)),
+        sample_digests=np.asarray(digests),
+        classes=classes,
+    )
     t0 = time.perf_counter()
-    with FingerprintWriter(path, layers=[spec], labels=np.asarray(labels), sample_digests=np.asarray(digests),
-                           classes=classes, dtype=dtype, codec=codec, overwrite=True, **_meta()) as w:
+    with FingerprintWriter(path, contents, overwrite=True) as w:
         for s in range(0, n, 4096):
             e = min(n, s + 4096)
             w.append({"layer3": (rng.standard_normal((e - s, r)) * 0.09).astype(np.float32)})
@@ -98,85 +98,123 @@ class ReadyItems(torch.utils.data.Dataset):
         return self.images[i], self.targets[i]
 
 
-def per_call_us(fn, idx: np.ndarray) -> float:
-    t0 = time.perf_counter()
-    for i in idx:
-        fn(i)
-    return (time.perf_counter() - t0) / len(idx) * 1e6
+def call_each(fn, idx: np.ndarray):
+    """A callable that calls ``fn(i)`` for every index (per-call cost = its time / len(idx))."""
+
+    def run():
+        for i in idx:
+            fn(i)
+
+    return run
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    dev = C.resolve_device(args.device)
-    info = C.header("bench_read: FingerprintDataset / DataLoader, row lookups, file open", dev, args)
+    run = H.Run("read", "bench_read: FingerprintDataset / DataLoader, row lookups, file open", args)
+    dev = run.device
     import torchvision.transforms as T
+
     from fpkit import FingerprintDataset
     from fpkit.datasets import open_source
     from fpkit.format import open_fingerprints
-    from fpkit.format.writer import sample_digest
+    from fpkit.format.digests import sample_digest
 
     tmp = Path(tempfile.mkdtemp(prefix="fpkit-bench-read-"))
-    out: dict = {"machine": info, "args": vars(args) | {"data": str(args.data)}}
+    out = run.results
     try:
         # ------------------------------------------------------------ 1. DataLoader throughput
-        paths, labels, classes = C.cifar_files(args.data, "train", args.n)
-        C.subset_folder(paths, labels, classes, tmp / "data", "train")
+        paths, labels, classes = H.cifar_files(args.data, "train", args.n)
+        H.subset_folder(paths, labels, classes, tmp / "data", "train")
         src = open_source(f"imagefolder:{tmp / 'data'}", split="train", normalize="cifar10")
         raw = src.torch_dataset()
         digests = np.array([sample_digest(np.asarray(raw[i][0])) for i in range(len(raw))], dtype=np.uint64)
         fp_path = tmp / "fp.h5"
         write_file(fp_path, src.labels, digests, src.classes, args.r, args.dtype, args.seed)
 
-        tf = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
-                        T.Normalize(C.CIFAR10_MEAN, C.CIFAR10_STD)])
+        tf = T.Compose(
+            [
+                T.RandomCrop(32, padding=4),
+                T.RandomHorizontalFlip(),
+                T.ToTensor(),
+                T.Normalize(H.CIFAR10_MEAN, H.CIFAR10_STD),
+            ]
+        )
         plain_ds = src.torch_dataset(transform=tf)
         fp_ds = FingerprintDataset(fp_path, src.torch_dataset(), transform=tf)
         cuda = dev.type == "cuda"
         loader_rows = []
         loader_raw = {}
         for w in [int(x) for x in args.workers.split(",") if x.strip()]:
+
             def make(ds, w=w):
                 g = torch.Generator().manual_seed(args.seed)
-                return torch.utils.data.DataLoader(ds, batch_size=args.batch_size, shuffle=True, generator=g,
-                                                   num_workers=w, pin_memory=cuda, persistent_workers=w > 0,
-                                                   drop_last=False)
+                return torch.utils.data.DataLoader(
+                    ds,
+                    batch_size=args.batch_size,
+                    shuffle=True,
+                    generator=g,
+                    num_workers=w,
+                    pin_memory=cuda,
+                    persistent_workers=w > 0,
+                    drop_last=False,
+                )
+
             loaders = {"plain": make(plain_ds), "fingerprint": make(fp_ds)}
 
-            cpu_s: dict[int, list[float]] = {}
-
             def epoch(loader):
-                def run():
-                    c0 = time.process_time()
+                def one_epoch():
                     n = 0
                     for batch in loader:
                         for t in batch:
                             if isinstance(t, torch.Tensor):
                                 t.to(dev, non_blocking=cuda)
                         n += len(batch[0])
-                    cpu_s.setdefault(id(loader), []).append(time.process_time() - c0)
                     return n
-                return run
 
-            print(f"DataLoader num_workers={w}: warm-up epoch ...", file=sys.stderr, flush=True)
-            for ld in loaders.values():
-                epoch(ld)()
-            cpu_s.clear()
-            times = C.interleave({f"plain w={w}": epoch(loaders["plain"]),
-                                  f"fingerprint w={w}": epoch(loaders["fingerprint"])}, args.reps, dev)
+                return one_epoch
+
+            print(f"DataLoader num_workers={w}:", file=sys.stderr, flush=True)
+            times = H.timeit(
+                {f"plain w={w}": epoch(loaders["plain"]), f"fingerprint w={w}": epoch(loaders["fingerprint"])},
+                repeats=args.reps,
+                warmup=1,
+                device=dev,
+            )
             tp, tf_ = times[f"plain w={w}"], times[f"fingerprint w={w}"]
             per_rep = [a / b for a, b in zip(tp, tf_)]
             loader_raw[w] = times
             # main-process CPU seconds: with num_workers=0 all the work, and far less sensitive to other jobs
-            cp, cf = cpu_s[id(loaders["plain"])], cpu_s[id(loaders["fingerprint"])]
-            cpu_ratio = C.median(cp) / C.median(cf) if w == 0 else float("nan")
-            loader_rows.append([w, len(plain_ds) / C.median(tp), C.spread(tp), len(plain_ds) / C.median(tf_),
-                                C.spread(tf_), C.median(tp) / C.median(tf_), C.median(per_rep), cpu_ratio])
+            cp, cf = times.cpu[f"plain w={w}"], times.cpu[f"fingerprint w={w}"]
+            cpu_ratio = H.median(cp) / H.median(cf) if w == 0 else float("nan")
+            loader_rows.append(
+                [
+                    w,
+                    len(plain_ds) / H.median(tp),
+                    H.spread(tp),
+                    len(plain_ds) / H.median(tf_),
+                    H.spread(tf_),
+                    H.median(tp) / H.median(tf_),
+                    H.median(per_rep),
+                    cpu_ratio,
+                ]
+            )
             del loaders
-        C.print_table(f"DataLoader throughput, N={args.n} CIFAR-10 JPEG images, batch {args.batch_size}, "
-                      f"r={args.r} {args.dtype}, median of {args.reps} interleaved epochs (headline: ratio, "
-                      "target >= 0.95)",
-                      ["num_workers", "plain samples/s", "spread", "FingerprintDataset samples/s", "spread",
-                       "ratio fp/plain", "median per-epoch ratio", "CPU-time ratio (w=0)"], loader_rows)
+        H.print_table(
+            f"DataLoader throughput, N={args.n} CIFAR-10 JPEG images, batch {args.batch_size}, "
+            f"r={args.r} {args.dtype}, median of {args.reps} interleaved epochs (headline: ratio, "
+            "target >= 0.95)",
+            [
+                "num_workers",
+                "plain samples/s",
+                "spread",
+                "FingerprintDataset samples/s",
+                "spread",
+                "ratio fp/plain",
+                "median per-epoch ratio",
+                "CPU-time ratio (w=0)",
+            ],
+            loader_rows,
+        )
         out["dataloader"] = {"rows": loader_rows, "seconds": loader_raw}
 
         # ------------------------------------------------------------ 2. per-row costs
@@ -184,7 +222,7 @@ def main(argv=None) -> None:
         arr = fp.table("sample")
         rng = np.random.default_rng(args.seed)
         idx = rng.integers(0, len(arr), args.lookups)
-        ready = ReadyItems(C.decode(paths), src.labels, src.classes)
+        ready = ReadyItems(H.decode(paths), src.labels, src.classes)
         fds = FingerprintDataset(fp, ready, transform=None, check_samples=0)
         fds_class = FingerprintDataset(fp, ready, table="class", transform=None)
         variants = {
@@ -195,28 +233,35 @@ def main(argv=None) -> None:
             "FingerprintDataset[i] sample": lambda i: fds[i],
             "FingerprintDataset[i] class": lambda i: fds_class[i],
         }
-        us = {k: [] for k in variants}
         small = idx[: min(len(idx), 50_000)]
-        for _rep in range(3):
-            for k, fn in variants.items():
-                us[k].append(per_call_us(fn, idx if "Fingerprint" not in k and "ready" not in k else small))
-        med = {k: C.median(v) for k, v in us.items()}
+        indices = {k: idx if "Fingerprint" not in k and "ready" not in k else small for k in variants}
+        passes = H.timeit({k: call_each(fn, indices[k]) for k, fn in variants.items()}, repeats=3, log=False)
+        counts = {k: len(v) for k, v in indices.items()}
+        med = {k: 1e6 * passes.median(k) / counts[k] for k in variants}
         over_s = med["FingerprintDataset[i] sample"] - med["ready_items[i] (inner dataset)"]
         over_c = med["FingerprintDataset[i] class"] - med["ready_items[i] (inner dataset)"]
-        C.print_table("Per-call cost (microseconds, median of 3 interleaved passes over random indices)",
-                      ["call", "us per call"], [[k, v] for k, v in med.items()]
-                      + [["=> FingerprintDataset.__getitem__ overhead, sample table", over_s],
-                         ["=> FingerprintDataset.__getitem__ overhead, class table", over_c]])
+        H.print_table(
+            "Per-call cost (microseconds, median of 3 interleaved passes over random indices)",
+            ["call", "us per call"],
+            [[k, v] for k, v in med.items()]
+            + [
+                ["=> FingerprintDataset.__getitem__ overhead, sample table", over_s],
+                ["=> FingerprintDataset.__getitem__ overhead, class table", over_c],
+            ],
+        )
         out["per_call_us"] = med | {"getitem_overhead_sample": over_s, "getitem_overhead_class": over_c}
+        out["per_call_passes"] = {"calls_per_pass": counts, "seconds": passes}
 
         # ------------------------------------------------------------ 3. open + load a 50k x 128 fp16 file
         import h5py
+
         big = tmp / "big.h5"
         n, c = args.file_n, args.file_classes
         big_labels = np.arange(n, dtype=np.int64) % c
         big_digests = np.arange(n, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
-        t_write = write_file(big, big_labels, big_digests, [f"c{i}" for i in range(c)], args.file_r, "float16",
-                             args.seed + 1)
+        t_write = write_file(
+            big, big_labels, big_digests, [f"c{i}" for i in range(c)], args.file_r, "float16", args.seed + 1
+        )
         size = big.stat().st_size
 
         def open_verify():
@@ -232,22 +277,37 @@ def main(argv=None) -> None:
             with h5py.File(big, "r", locking=False) as f:
                 return f["layers/0/sample"][()]
 
-        times = C.interleave({"open_fingerprints(verify=True)": open_verify,
-                              "open_fingerprints(verify=False)": open_noverify,
-                              "open + table('sample') (fp16->fp32)": open_and_table,
-                              "h5py read of layers/0/sample": h5_raw}, args.file_reps, torch.device("cpu"),
-                             log=False)
-        C.print_table(f"Open + load a {n:,} x {args.file_r} float16 file ({size:,} bytes, {c} classes, "
-                      f"written in {t_write:.2f} s), warm page cache, median of {args.file_reps} interleaved",
-                      ["operation", "ms", "spread"],
-                      [[k, 1000 * C.median(v), C.spread(v)] for k, v in times.items()])
-        out["file"] = {"n": n, "r": args.file_r, "bytes": size, "write_s": t_write,
-                       "ms": {k: 1000 * C.median(v) for k, v in times.items()}, "seconds": times}
+        times = H.timeit(
+            {
+                "open_fingerprints(verify=True)": open_verify,
+                "open_fingerprints(verify=False)": open_noverify,
+                "open + table('sample') (fp16->fp32)": open_and_table,
+                "h5py read of layers/0/sample": h5_raw,
+            },
+            repeats=args.file_reps,
+            log=False,
+        )
+        H.print_table(
+            f"Open + load a {n:,} x {args.file_r} float16 file ({size:,} bytes, {c} classes, "
+            f"written in {t_write:.2f} s), warm page cache, median of {args.file_reps} interleaved",
+            ["operation", "ms", "spread"],
+            [[k, 1000 * H.median(v), H.spread(v)] for k, v in times.items()],
+        )
+        out["file"] = {
+            "n": n,
+            "r": args.file_r,
+            "bytes": size,
+            "write_s": t_write,
+            "ms": {k: 1000 * H.median(v) for k, v in times.items()},
+            "seconds": times,
+        }
 
         headline = [[f"FingerprintDataset / plain DataLoader, num_workers={r[0]}", r[5]] for r in loader_rows]
-        headline += [[f"  same, from main-process CPU time, num_workers={r[0]}", r[7]] for r in loader_rows if r[0] == 0]
-        C.print_table("Headline", ["ratio", "value"], headline)
-        C.save_json(args.json, out)
+        headline += [
+            [f"  same, from main-process CPU time, num_workers={r[0]}", r[7]] for r in loader_rows if r[0] == 0
+        ]
+        H.print_table("Headline", ["ratio", "value"], headline)
+        run.save()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The reduced CPU protocol of docs/RESULTS.md: CIFAR-10 (JPEG q75) subset of 500 train and 100 test
 # images per class, resnet20 teacher -> resnet8 students, 15 epochs, seed recipe scaled, SEEDS seeds.
-# Usage: examples/reduced_protocol.sh [OUT=runs/small] [SEEDS="0 1"]
+# Usage: experiments/reduced_protocol.sh [OUT=runs/small] [SEEDS="0 1"]
 # TEACHER=path.pt skips training the teacher and distils that one instead (e.g. the embedded
 # resnet8, trained on the full train split: fpkit/data/embedded_teacher.pt).
 set -euo pipefail
@@ -9,12 +9,12 @@ OUT=${1:-runs/small}
 SEEDS=${2:-"0 1"}
 PY=${PY:-.venv/bin/python}
 FPKIT=${FPKIT:-.venv/bin/fpkit}
-[ -d .data/c10-small ] || $PY examples/make_subset.py .data/cifar10-jpeg .data/c10-small --train-per-class 500 --test-per-class 100
+[ -d .data/c10-small ] || $PY experiments/make_subset.py .data/cifar10-jpeg .data/c10-small --train-per-class 500 --test-per-class 100
 D="--data imagefolder:.data/c10-small --normalize cifar10 --epochs 15 --device cpu -q"
 mkdir -p "$OUT"
 if [ -z "${TEACHER:-}" ]; then
   TEACHER="$OUT/teacher/teacher.pt"
-  [ -f "$TEACHER" ] || $PY examples/train.py teacher --arch resnet20 $D --seed 0 --out "$OUT/teacher"
+  [ -f "$TEACHER" ] || $PY experiments/train.py teacher --arch resnet20 $D --seed 0 --out "$OUT/teacher"
 fi
 [ -f "$OUT/fp.h5" ] || { /usr/bin/time -v $FPKIT build "$TEACHER" imagefolder:.data/c10-small --normalize cifar10 \
     --views 8 --device cpu -q --json -o "$OUT/fp.h5" > "$OUT/build.json" 2> "$OUT/build.time"; }
@@ -28,6 +28,6 @@ for s in $SEEDS; do
     extra=""
     [ "$m" = kd ] && extra="--teacher $TEACHER"
     case $m in fp-*|relational) extra="--fingerprints $OUT/fp.h5";; esac
-    $PY examples/train.py student --method $m --arch resnet8 $D --seed "$s" --out "$dir" $extra
+    $PY experiments/train.py student --method $m --arch resnet8 $D --seed "$s" --out "$dir" $extra
   done
 done

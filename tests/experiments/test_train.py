@@ -1,4 +1,4 @@
-"""examples/train.py end to end on a tiny synthetic dataset: teacher, fingerprint build, five students.
+"""experiments/train.py end to end on a tiny synthetic dataset: teacher, fingerprint build, five students.
 
 Everything runs in-process on the CPU (one thread, see tests/conftest.py) with one epoch of
 64 images, so the whole module takes a few seconds.
@@ -24,14 +24,24 @@ N = 64
 VIEWS = 2
 TINY = ["--data", DATA, "--epochs", "1", "--batch-size", "16", "--device", "cpu", "-q"]
 EPOCH_KEYS = {"epoch", "lr", "train_loss", "parts", "train_top1", "test_top1", "seconds"}
-FINAL_KEYS = {"final", "method", "test_top1", "best_top1", "teacher_forwards", "fingerprint_bytes",
-              "wall_seconds", "epochs", "recipe", "seed"}
+FINAL_KEYS = {
+    "final",
+    "method",
+    "test_top1",
+    "best_top1",
+    "teacher_forwards",
+    "fingerprint_bytes",
+    "wall_seconds",
+    "epochs",
+    "recipe",
+    "seed",
+}
 
 
 def _load_script():
-    spec = importlib.util.spec_from_file_location("fpkit_examples_train", ROOT / "examples" / "train.py")
+    spec = importlib.util.spec_from_file_location("fpkit_experiments_train", ROOT / "experiments" / "train.py")
     module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module          # dataclasses look their module up there
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -60,8 +70,18 @@ def teacher_ckpt(workdir: Path) -> Path:
 def fp_file(workdir: Path, teacher_ckpt: Path) -> Path:
     torch.set_num_threads(1)
     out = workdir / "fp.h5"
-    build(BuildOptions(teacher=str(teacher_ckpt), dataset=DATA, output=str(out), views=VIEWS, chunk_size=32,
-                       device="cpu", layers=("layer3", "layer2")), quiet=True)
+    build(
+        BuildOptions(
+            teacher=str(teacher_ckpt),
+            dataset=DATA,
+            output=str(out),
+            views=VIEWS,
+            chunk_size=32,
+            device="cpu",
+            layers=("layer3", "layer2"),
+        ),
+        quiet=True,
+    )
     return out
 
 
@@ -84,8 +104,7 @@ def test_teacher_checkpoint_loads_safely(teacher_ckpt: Path):
 
 
 @pytest.mark.parametrize("method", ["ce", "kd", "fp-sample", "fp-class", "relational"])
-def test_student_methods_write_valid_logs(method: str, workdir: Path, teacher_ckpt: Path, fp_file: Path,
-                                          capsys):
+def test_student_methods_write_valid_logs(method: str, workdir: Path, teacher_ckpt: Path, fp_file: Path, capsys):
     extra = {"kd": ["--teacher", str(teacher_ckpt)], "ce": []}.get(method, ["--fingerprints", str(fp_file)])
     records, out = _student(workdir, method, *extra)
     epochs, final = records[:-1], records[-1]
@@ -109,6 +128,7 @@ def test_student_methods_write_valid_logs(method: str, workdir: Path, teacher_ck
 def test_fingerprint_methods_never_load_the_teacher(workdir: Path, fp_file: Path, monkeypatch):
     def refuse(*a, **k):
         raise AssertionError("the teacher was loaded")
+
     monkeypatch.setattr(train, "load_teacher", refuse)
     records, _ = _student(workdir, "fp-sample", "--fingerprints", str(fp_file), "--layer-weights", "layer3=1.0")
     assert "term/layer2" not in records[0]["parts"]
@@ -121,29 +141,46 @@ def test_torch_loader_path(workdir: Path, fp_file: Path):
 
 def test_relational_on_a_redacted_file(workdir: Path, teacher_ckpt: Path):
     redacted = workdir / "redacted.h5"
-    build(BuildOptions(teacher=str(teacher_ckpt), dataset=DATA, output=str(redacted), views=1, chunk_size=64,
-                       device="cpu", redact=True, tables=("sample",)), quiet=True)
+    build(
+        BuildOptions(
+            teacher=str(teacher_ckpt),
+            dataset=DATA,
+            output=str(redacted),
+            views=1,
+            chunk_size=64,
+            device="cpu",
+            redact=True,
+            tables=("sample",),
+        ),
+        quiet=True,
+    )
     records, _ = _student(workdir, "relational", "--fingerprints", str(redacted))
     assert records[-1]["teacher_forwards"] == N
-    assert train.main(["student", "--method", "fp-sample", "--fingerprints", str(redacted),
-                       "--out", str(workdir / "x"), *TINY]) == 1
+    assert (
+        train.main(
+            ["student", "--method", "fp-sample", "--fingerprints", str(redacted), "--out", str(workdir / "x"), *TINY]
+        )
+        == 1
+    )
 
 
 def test_mismatched_dataset_is_refused(workdir: Path, fp_file: Path, capsys):
-    args = ["student", "--method", "fp-sample", "--fingerprints", str(fp_file), "--out", str(workdir / "bad"),
-            *TINY]
+    args = ["student", "--method", "fp-sample", "--fingerprints", str(fp_file), "--out", str(workdir / "bad"), *TINY]
     args[args.index(DATA)] = "synthetic:32x4"
     assert train.main(args) == 1
     assert "MismatchError" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["student", "--method", "kd"], "--teacher"),
-    (["student", "--method", "fp-sample"], "--fingerprints"),
-    (["student", "--method", "relational"], "--fingerprints"),
-    (["student", "--method", "ce", "--fingerprints", "x.h5"], "--fingerprints"),
-    (["student", "--method", "fp-class", "--fingerprints", "x.h5", "--layer-weights", "layer3"], "--layer-weights"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["student", "--method", "kd"], "--teacher"),
+        (["student", "--method", "fp-sample"], "--fingerprints"),
+        (["student", "--method", "relational"], "--fingerprints"),
+        (["student", "--method", "ce", "--fingerprints", "x.h5"], "--fingerprints"),
+        (["student", "--method", "fp-class", "--fingerprints", "x.h5", "--layer-weights", "layer3"], "--layer-weights"),
+    ],
+)
 def test_usage_errors(argv, message, capsys):
     with pytest.raises(SystemExit) as exc:
         train.parse_args(argv)
@@ -153,8 +190,14 @@ def test_usage_errors(argv, message, capsys):
 
 def test_recipes_scale_with_epochs():
     seed = train.RECIPES["seed"]
-    assert (seed.epochs, seed.lr, seed.milestones, seed.gamma, seed.batch_size, seed.weight_decay) == \
-        (200, 0.1, (60, 120, 160), 0.2, 128, 5e-4)
+    assert (seed.epochs, seed.lr, seed.milestones, seed.gamma, seed.batch_size, seed.weight_decay) == (
+        200,
+        0.1,
+        (60, 120, 160),
+        0.2,
+        128,
+        5e-4,
+    )
     short = seed.shortened(20)
     assert short.milestones == (6, 12, 16) and short.warmup == 4 and short.epochs == 20
     assert seed.shortened(1).milestones == () and seed.shortened(1).warmup == 0

@@ -21,8 +21,10 @@ initialised CIFAR ResNet (--arch): throughput does not depend on trained weights
 Memory: builds of --mem-n samples each run in a fresh subprocess, which reports its peak RSS
 (ru_maxrss) and its RSS just before build() started; growth with N shows up as the difference.
 
-Quick (defaults, ~2-3 min on a 2-core CPU):  python bench/bench_build.py
-Full:  python bench/bench_build.py --n 2000 --pil-n 500 --reps 5 --mem-n 1000,10000,50000
+Quick (defaults, ~2-3 min on a 2-core CPU):  python -m bench.build
+Full:  python -m bench.build --n 2000 --pil-n 500 --reps 5 --mem-n 1000,10000,50000
+Smallest (a check that it runs):
+    python -m bench.build --n 20 --pil-n 2 --views 2 --reps 1 --arch resnet8 --batch-size 64 --mem-n 20
 """
 
 from __future__ import annotations
@@ -40,13 +42,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as C  # noqa: E402
+from bench import harness as H
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m bench.build",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--n", type=int, default=256, help="images in the throughput subset (full: 2000)")
     p.add_argument("--pil-n", type=int, default=64, help="images for the one-at-a-time PIL generator (full: 500)")
     p.add_argument("--views", type=int, default=8, help="augmented views per image (K)")
@@ -55,43 +59,79 @@ def parse_args(argv=None):
     p.add_argument("--num-classes", type=int, default=10)
     p.add_argument("--r", type=int, default=128)
     p.add_argument("--reps", type=int, default=3, help="interleaved repetitions of each variant")
-    p.add_argument("--source", choices=["folder", "memory"], default="folder",
-                   help="folder: imagefolder of the JPEGs (decoding included); memory: decoded uint8 array")
+    p.add_argument(
+        "--source",
+        choices=["folder", "memory"],
+        default="folder",
+        help="folder: imagefolder of the JPEGs (decoding included); memory: decoded uint8 array",
+    )
     p.add_argument("--num-workers", type=int, default=0, help="fpkit build --num-workers")
     p.add_argument("--split", default="train")
-    p.add_argument("--data", type=Path, default=C.DEFAULT_DATA, help="CIFAR-10 JPEG root (train/, test/)")
+    p.add_argument("--data", type=Path, default=H.DEFAULT_DATA, help="CIFAR-10 JPEG root (train/, test/)")
     p.add_argument("--mem-n", default="1000,2000,4000", help="comma list of N for the memory runs ('' skips)")
     p.add_argument("--mem-views", type=int, default=1, help="views per sample in the memory runs")
     p.add_argument("--mem-arch", default="resnet8", help="teacher of the memory runs (small: the runs are about N)")
-    p.add_argument("--batch-sweep", default="",
-                   help="comma list of batch sizes (views) for an extra bare-forward sweep, e.g. 8,32,64,128,512")
-    p.add_argument("--profile", metavar="OUT", default=None,
-                   help="also cProfile one fpkit build and write the top functions to OUT")
+    p.add_argument(
+        "--batch-sweep",
+        default="",
+        help="comma list of batch sizes (views) for an extra bare-forward sweep, e.g. 8,32,64,128,512",
+    )
+    p.add_argument(
+        "--profile",
+        metavar="OUT",
+        default=None,
+        help="also cProfile one fpkit build and write the top functions to OUT",
+    )
     p.add_argument("--mem-child", type=int, default=None, help=argparse.SUPPRESS)
-    C.add_common_args(p)
+    H.add_common_args(p)
     return p.parse_args(argv)
 
 
 # --------------------------------------------------------------------------- the three variants
 
+
 def memory_source(images: np.ndarray, labels, classes, name="cifar10-jpeg-subset:memory"):
     from fpkit.datasets import ArrayImageDataset, ImageSource
+
     labels = np.asarray(labels, dtype=np.int64)
-    return ImageSource(name, "train", list(classes), labels, C.CIFAR10_MEAN, C.CIFAR10_STD, (3, 32, 32),
-                       _array=images,
-                       _make_torch=lambda transform=None, target_transform=None:
-                       ArrayImageDataset(images, labels, transform, target_transform))
+    return ImageSource(
+        name,
+        "train",
+        list(classes),
+        labels,
+        H.CIFAR10_MEAN,
+        H.CIFAR10_STD,
+        (3, 32, 32),
+        _array=images,
+        _make_torch=lambda transform=None, target_transform=None: ArrayImageDataset(
+            images, labels, transform, target_transform
+        ),
+    )
 
 
 def fpkit_build(args, dev, teacher_path, arch, dataset, out: Path, views: int, mem_src=None):
     """One end-to-end build; returns fpkit's BuildResult."""
     import fpkit.build as B
+    import fpkit.build.run as R
+
     if mem_src is not None:
-        B.open_source = lambda *a, **k: mem_src          # in-memory source (benchmark only)
-    opts = B.BuildOptions(teacher=str(teacher_path), arch=arch, num_classes=args.num_classes,
-                          dataset=dataset, split=args.split, normalize="cifar10", r=args.r, views=views,
-                          batch_size=args.batch_size, device=str(dev), output=str(out), force=True,
-                          num_workers=args.num_workers, tables=("sample", "class"))
+        R.open_source = lambda *a, **k: mem_src  # in-memory source (benchmark only)
+    opts = B.BuildOptions(
+        teacher=str(teacher_path),
+        arch=arch,
+        num_classes=args.num_classes,
+        dataset=dataset,
+        split=args.split,
+        normalize="cifar10",
+        r=args.r,
+        views=views,
+        batch_size=args.batch_size,
+        device=str(dev),
+        output=str(out),
+        force=True,
+        num_workers=args.num_workers,
+        tables=("sample", "class"),
+    )
     if out.exists():
         out.unlink()
     return B.build(opts, quiet=True)
@@ -101,15 +141,18 @@ def make_bare(model, images_u8: np.ndarray, views: int, batch: int, dev, seed: i
     """Pre-make every view (float32, normalised, on the device); return a callable that runs the
     forwards in batches of ``batch`` views."""
     from fpkit.augment import ViewPolicy, make_views
+
     policy = ViewPolicy(4, True)
     u8 = torch.from_numpy(images_u8).permute(0, 3, 1, 2).contiguous()
     params = torch.from_numpy(policy.views_for(np.arange(len(u8)), views, seed))
-    mean = torch.tensor(C.CIFAR10_MEAN)
-    std = torch.tensor(C.CIFAR10_STD)
-    x = make_views(u8, params, 4, mean, std)                 # [N*K, 3, 32, 32] float32
+    mean = torch.tensor(H.CIFAR10_MEAN)
+    std = torch.tensor(H.CIFAR10_STD)
+    x = make_views(u8, params, 4, mean, std)  # [N*K, 3, 32, 32] float32
     cl = dev.type == "cuda"
-    batches = [x[i:i + batch].to(dev).contiguous(memory_format=torch.channels_last if cl else torch.contiguous_format)
-               for i in range(0, len(x), batch)]
+    batches = [
+        x[i : i + batch].to(dev).contiguous(memory_format=torch.channels_last if cl else torch.contiguous_format)
+        for i in range(0, len(x), batch)
+    ]
     m = model.to(dev)
     if cl:
         m = m.to(memory_format=torch.channels_last)
@@ -118,15 +161,23 @@ def make_bare(model, images_u8: np.ndarray, views: int, batch: int, dev, seed: i
         with torch.inference_mode():
             for xb in batches[:limit]:
                 m(xb)
+
     return run, len(x)
 
 
 def make_pil(model, paths, views: int, dev, R: torch.Tensor, seed: int):
     """The writeup-style generator: image by image, view by view through PIL/torchvision."""
-    from PIL import Image
     import torchvision.transforms as T
-    tf = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
-                    T.Normalize(C.CIFAR10_MEAN, C.CIFAR10_STD)])
+    from PIL import Image
+
+    tf = T.Compose(
+        [
+            T.RandomCrop(32, padding=4),
+            T.RandomHorizontalFlip(),
+            T.ToTensor(),
+            T.Normalize(H.CIFAR10_MEAN, H.CIFAR10_STD),
+        ]
+    )
     m = model.to(dev)
     feats = {}
     m.layer3.register_forward_hook(lambda mod, inp, out: feats.__setitem__("x", out))
@@ -145,76 +196,110 @@ def make_pil(model, paths, views: int, dev, R: torch.Tensor, seed: int):
                 phi = F.normalize(pooled, dim=1) @ Rd
                 out.append(phi.mean(dim=0).cpu().numpy())
         return np.stack(out)
+
     return run
 
 
 # --------------------------------------------------------------------------- memory child
 
+
 def mem_child(args) -> None:
     """Run one build of --mem-child samples (folder source) and print a JSON line with RSS."""
-    dev = C.resolve_device(args.device)
+    dev = H.resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     n = args.mem_child
     with tempfile.TemporaryDirectory(prefix="fpkit-bench-mem-") as tmp:
         tmp = Path(tmp)
-        paths, labels, classes = C.cifar_files(args.data, args.split, n)
-        C.subset_folder(paths, labels, classes, tmp / "data", args.split)
+        paths, labels, classes = H.cifar_files(args.data, args.split, n)
+        H.subset_folder(paths, labels, classes, tmp / "data", args.split)
         tpath = tmp / "teacher.pt"
-        C.random_teacher(args.mem_arch, args.num_classes, tpath, args.seed)
+        H.random_teacher(args.mem_arch, args.num_classes, tpath, args.seed)
         import fpkit.build  # noqa: F401  (imports before the baseline reading)
-        before_rss = C.current_rss_mib()
-        before_peak = C.max_rss_mib()
+
+        before_rss = H.current_rss_mib()
+        before_peak = H.max_rss_mib()
         t0 = time.perf_counter()
-        res = fpkit_build(args, dev, tpath, args.mem_arch, f"imagefolder:{tmp / 'data'}", tmp / "fp.h5",
-                          args.mem_views)
+        res = fpkit_build(args, dev, tpath, args.mem_arch, f"imagefolder:{tmp / 'data'}", tmp / "fp.h5", args.mem_views)
         wall = time.perf_counter() - t0
-        print(json.dumps({"n": n, "rss_before_mib": before_rss, "peak_before_mib": before_peak,
-                          "peak_mib": C.max_rss_mib(), "rss_after_mib": C.current_rss_mib(),
-                          "seconds": wall, "forwards_per_s": res.images_per_second,
-                          "file_bytes": res.size_bytes,
-                          "cuda_peak_mib": torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else None}))
+        print(
+            json.dumps(
+                {
+                    "n": n,
+                    "rss_before_mib": before_rss,
+                    "peak_before_mib": before_peak,
+                    "peak_mib": H.max_rss_mib(),
+                    "rss_after_mib": H.current_rss_mib(),
+                    "seconds": wall,
+                    "forwards_per_s": res.images_per_second,
+                    "file_bytes": res.size_bytes,
+                    "cuda_peak_mib": torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else None,
+                }
+            )
+        )
 
 
 def run_memory(args, ns: list[int]) -> list[dict]:
     rows = []
     for n in ns:
-        cmd = [sys.executable, __file__, "--mem-child", str(n), "--device", args.device, "--data", str(args.data),
-               "--split", args.split, "--mem-arch", args.mem_arch, "--mem-views", str(args.mem_views),
-               "--num-classes", str(args.num_classes), "--r", str(args.r), "--batch-size", str(args.batch_size),
-               "--num-workers", str(args.num_workers), "--seed", str(args.seed)]
+        cmd = [
+            "--mem-child",
+            str(n),
+            "--device",
+            args.device,
+            "--data",
+            str(args.data),
+            "--split",
+            args.split,
+            "--mem-arch",
+            args.mem_arch,
+            "--mem-views",
+            str(args.mem_views),
+            "--num-classes",
+            str(args.num_classes),
+            "--r",
+            str(args.r),
+            "--batch-size",
+            str(args.batch_size),
+            "--num-workers",
+            str(args.num_workers),
+            "--seed",
+            str(args.seed),
+        ]
         if args.threads:
             cmd += ["--threads", str(args.threads)]
+        argv, env = H.module_command("bench.build", *cmd)
         print(f"  memory run N={n} ...", file=sys.stderr, flush=True)
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        proc = subprocess.run(argv, capture_output=True, text=True, env=env)
         if proc.returncode != 0:
             print(proc.stderr[-3000:], file=sys.stderr)
             raise SystemExit(f"memory child N={n} failed")
         rec = json.loads(proc.stdout.strip().splitlines()[-1])
-        rec["children_maxrss_mib"] = C.max_rss_mib("children")   # cumulative max over children so far
+        rec["children_maxrss_mib"] = H.max_rss_mib("children")  # cumulative max over children so far
         rows.append(rec)
     return rows
 
 
 # --------------------------------------------------------------------------- main
 
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     if args.mem_child is not None:
         mem_child(args)
         return
-    dev = C.resolve_device(args.device)
-    info = C.header("bench_build: fpkit build vs bare teacher forward vs one-at-a-time PIL generator", dev, args)
+    run = H.Run("build", "bench_build: fpkit build vs bare teacher forward vs one-at-a-time PIL generator", args)
+    dev = run.device
     from fpkit.models import get_cifar_resnet
     from fpkit.projection import make_projection
 
     tmp = Path(tempfile.mkdtemp(prefix="fpkit-bench-build-"))
     try:
-        paths, labels, classes = C.cifar_files(args.data, args.split, args.n)
-        C.subset_folder(paths, labels, classes, tmp / "data", args.split)
-        images = C.decode(paths)
+        paths, labels, classes = H.cifar_files(args.data, args.split, args.n)
+        H.subset_folder(paths, labels, classes, tmp / "data", args.split)
+        images = H.decode(paths)
         tpath = tmp / "teacher.pt"
-        sd = C.random_teacher(args.arch, args.num_classes, tpath, args.seed)
+        sd = H.random_teacher(args.arch, args.num_classes, tpath, args.seed)
 
         def fresh_model():
             m = get_cifar_resnet(args.arch, args.num_classes)
@@ -231,8 +316,9 @@ def main(argv=None) -> None:
 
         bare, n_bare = make_bare(fresh_model(), images, args.views, args.batch_size, dev, args.seed)
         R = torch.from_numpy(make_projection(64 if "x4" not in args.arch else 256, args.r, 0))
-        pil = make_pil(fresh_model(), paths[:: max(1, len(paths) // args.pil_n)][: args.pil_n], args.views, dev, R,
-                       args.seed)
+        pil = make_pil(
+            fresh_model(), paths[:: max(1, len(paths) // args.pil_n)][: args.pil_n], args.views, dev, R, args.seed
+        )
         n_pil = min(args.pil_n, len(paths)) * args.views
 
         print("warm-up ...", file=sys.stderr, flush=True)
@@ -240,42 +326,59 @@ def main(argv=None) -> None:
         bare(1)
         pil(4)
         results.clear()
-        times = C.interleave({"fpkit build (end to end)": run_fpkit, "bare forward": bare,
-                              "PIL one-at-a-time": pil}, args.reps, dev)
+        times = H.timeit(
+            {"fpkit build (end to end)": run_fpkit, "bare forward": bare, "PIL one-at-a-time": pil},
+            repeats=args.reps,
+            device=dev,
+        )
         n_fp = args.n * args.views
         t_fp, t_bare, t_pil = (times[k] for k in times)
         compute_rates = [r.images_per_second for r in results]
         # wall time not spent in fpkit's compute loop: opening the source, loading the teacher,
         # probing the layer, creating the work folder, writing the HDF5 file, removing the work folder
         fixed = [w - n_fp / r.images_per_second for w, r in zip(t_fp, results) if r.images_per_second > 0]
-        rate = {"fpkit": n_fp / C.median(t_fp), "bare": n_bare / C.median(t_bare), "pil": n_pil / C.median(t_pil),
-                "fpkit_compute_only": C.median(compute_rates)}
+        rate = {
+            "fpkit": n_fp / H.median(t_fp),
+            "bare": n_bare / H.median(t_bare),
+            "pil": n_pil / H.median(t_pil),
+            "fpkit_compute_only": H.median(compute_rates),
+        }
         # per-repetition ratios (each pair measured back to back), then their median
         pair_bare = [(n_fp / a) / (n_bare / b) for a, b in zip(t_fp, t_bare)]
         pair_pil = [(n_fp / a) / (n_pil / b) for a, b in zip(t_fp, t_pil)]
-        C.print_table(
+        H.print_table(
             f"Throughput, teacher {args.arch} (random weights), K={args.views} views, batch {args.batch_size} views, "
             f"r={args.r}, source={args.source}, N={args.n} (PIL: {min(args.pil_n, args.n)} images), "
             f"median of {args.reps} interleaved reps",
             ["variant", "forwards", "median s", "forwards/s", "spread"],
-            [["fpkit build, end to end", n_fp, C.median(t_fp), rate["fpkit"], C.spread(t_fp)],
-             ["fpkit build, compute loop only", n_fp, "", rate["fpkit_compute_only"], C.spread(compute_rates)],
-             ["bare model(x) on pre-made views", n_bare, C.median(t_bare), rate["bare"], C.spread(t_bare)],
-             ["PIL one image at a time", n_pil, C.median(t_pil), rate["pil"], C.spread(t_pil)]])
-        ratios = {"fpkit_over_bare": rate["fpkit"] / rate["bare"],
-                  "fpkit_compute_over_bare": rate["fpkit_compute_only"] / rate["bare"],
-                  "fpkit_over_pil": rate["fpkit"] / rate["pil"],
-                  "fpkit_over_bare_per_rep_median": C.median(pair_bare),
-                  "fpkit_over_pil_per_rep_median": C.median(pair_pil)}
-        C.print_table("Ratios (headline: fpkit end to end / bare forward, target >= 0.9)", ["ratio", "value"],
-                      [["fpkit end-to-end / bare forward", ratios["fpkit_over_bare"]],
-                       ["  (median of per-rep ratios)", ratios["fpkit_over_bare_per_rep_median"]],
-                       ["fpkit compute loop / bare forward", ratios["fpkit_compute_over_bare"]],
-                       ["fpkit fixed cost per build (s, not in the loop)", C.median(fixed) if fixed else float("nan")],
-                       ["fpkit end-to-end / PIL one-at-a-time", ratios["fpkit_over_pil"]],
-                       ["  (median of per-rep ratios)", ratios["fpkit_over_pil_per_rep_median"]]])
+            [
+                ["fpkit build, end to end", n_fp, H.median(t_fp), rate["fpkit"], H.spread(t_fp)],
+                ["fpkit build, compute loop only", n_fp, "", rate["fpkit_compute_only"], H.spread(compute_rates)],
+                ["bare model(x) on pre-made views", n_bare, H.median(t_bare), rate["bare"], H.spread(t_bare)],
+                ["PIL one image at a time", n_pil, H.median(t_pil), rate["pil"], H.spread(t_pil)],
+            ],
+        )
+        ratios = {
+            "fpkit_over_bare": rate["fpkit"] / rate["bare"],
+            "fpkit_compute_over_bare": rate["fpkit_compute_only"] / rate["bare"],
+            "fpkit_over_pil": rate["fpkit"] / rate["pil"],
+            "fpkit_over_bare_per_rep_median": H.median(pair_bare),
+            "fpkit_over_pil_per_rep_median": H.median(pair_pil),
+        }
+        H.print_table(
+            "Ratios (headline: fpkit end to end / bare forward, target >= 0.9)",
+            ["ratio", "value"],
+            [
+                ["fpkit end-to-end / bare forward", ratios["fpkit_over_bare"]],
+                ["  (median of per-rep ratios)", ratios["fpkit_over_bare_per_rep_median"]],
+                ["fpkit compute loop / bare forward", ratios["fpkit_compute_over_bare"]],
+                ["fpkit fixed cost per build (s, not in the loop)", H.median(fixed) if fixed else float("nan")],
+                ["fpkit end-to-end / PIL one-at-a-time", ratios["fpkit_over_pil"]],
+                ["  (median of per-rep ratios)", ratios["fpkit_over_pil_per_rep_median"]],
+            ],
+        )
 
-        sweep = {}
+        sweep, sweep_times = {}, {}
         bs_list = [int(x) for x in args.batch_sweep.split(",") if x.strip()]
         if bs_list:
             runs = {}
@@ -283,17 +386,21 @@ def main(argv=None) -> None:
                 fn, nv = make_bare(fresh_model(), images, args.views, bs, dev, args.seed)
                 fn(1)
                 runs[f"bare forward, batch {bs}"] = fn
-            st = C.interleave(runs, args.reps, dev)
-            sweep = {k: n_bare / C.median(v) for k, v in st.items()}
+            sweep_times = H.timeit(runs, repeats=args.reps, device=dev)
+            sweep = {k: n_bare / H.median(v) for k, v in sweep_times.items()}
             best = max(sweep.values())
-            C.print_table(f"Bare forward by batch size ({n_bare} views, median of {args.reps} interleaved reps)",
-                          ["variant", "forwards/s", "vs best"], [[k, v, v / best] for k, v in sweep.items()])
+            H.print_table(
+                f"Bare forward by batch size ({n_bare} views, median of {args.reps} interleaved reps)",
+                ["variant", "forwards/s", "vs best"],
+                [[k, v, v / best] for k, v in sweep.items()],
+            )
 
         prof_top = None
         if args.profile:
             import cProfile
             import io
             import pstats
+
             pr = cProfile.Profile()
             pr.enable()
             run_fpkit()
@@ -309,22 +416,42 @@ def main(argv=None) -> None:
         if ns:
             print("memory runs (one subprocess each) ...", file=sys.stderr, flush=True)
             mem_rows = run_memory(args, ns)
-            C.print_table(
+            H.print_table(
                 f"Peak memory of one build per subprocess ({args.mem_arch} random weights, {args.mem_views} view(s), "
                 f"r={args.r}, folder source); growth = peak - RSS just before build()",
                 ["N", "RSS before MiB", "peak MiB", "growth MiB", "growth KiB/sample", "file bytes", "s"],
-                [[r["n"], r["rss_before_mib"], r["peak_mib"], r["peak_mib"] - r["rss_before_mib"],
-                  1024 * (r["peak_mib"] - r["rss_before_mib"]) / r["n"], r["file_bytes"], r["seconds"]]
-                 for r in mem_rows])
+                [
+                    [
+                        r["n"],
+                        r["rss_before_mib"],
+                        r["peak_mib"],
+                        r["peak_mib"] - r["rss_before_mib"],
+                        1024 * (r["peak_mib"] - r["rss_before_mib"]) / r["n"],
+                        r["file_bytes"],
+                        r["seconds"],
+                    ]
+                    for r in mem_rows
+                ],
+            )
             if len(mem_rows) >= 2:
                 a, b = mem_rows[0], mem_rows[-1]
                 slope = ((b["peak_mib"] - a["peak_mib"]) * 1024) / (b["n"] - a["n"])
-                print(f"  peak RSS slope between N={a['n']} and N={b['n']}: {slope:.2f} KiB per sample "
-                      f"(float32 memmap rows alone: {args.r * 4 / 1024:.2f} KiB per sample)\n")
-        C.save_json(args.json, {"machine": info, "args": vars(args) | {"data": str(args.data)},
-                                "seconds": times, "forwards": {"fpkit": n_fp, "bare": n_bare, "pil": n_pil},
-                                "rates": rate, "ratios": ratios, "fixed_seconds": fixed, "batch_sweep": sweep,
-                                "memory": mem_rows})
+                print(
+                    f"  peak RSS slope between N={a['n']} and N={b['n']}: {slope:.2f} KiB per sample "
+                    f"(float32 memmap rows alone: {args.r * 4 / 1024:.2f} KiB per sample)\n"
+                )
+        run.results.update(
+            seconds=times,
+            forwards={"fpkit": n_fp, "bare": n_bare, "pil": n_pil},
+            rates=rate,
+            ratios=ratios,
+            fixed_seconds=fixed,
+            compute_rates=compute_rates,
+            batch_sweep=sweep,
+            batch_sweep_seconds=sweep_times,
+            memory=mem_rows,
+        )
+        run.save()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Sensitivity of the fingerprint loss to lambda in protocol B of docs/RESULTS.md (run it after
-# `TEACHER=fpkit/data/embedded_teacher.pt examples/reduced_protocol.sh runs/small-emb`): fp-sample
+# `TEACHER=fpkit/data/embedded_teacher.pt experiments/reduced_protocol.sh runs/small-emb`): fp-sample
 # students (METHODS="fp-sample fp-class relational" for more) with LAMBDAS, seeds SEEDS, same recipe
 # and file; each OUT/lam<L>/ links the ce students of runs/small-emb so that collect_results.py
 # pairs them by seed.
-# Usage: examples/lambda_sweep.sh [OUT=runs/lambda] [LAMBDAS="1 10"] [SEEDS="0 1"]
+# Usage: experiments/lambda_sweep.sh [OUT=runs/lambda] [LAMBDAS="1 10"] [SEEDS="0 1"]
 set -euo pipefail
 OUT=${1:-runs/lambda}
 LAMBDAS=${2:-"1 10"}
@@ -20,7 +20,7 @@ for lam in $LAMBDAS; do
     for m in $METHODS; do
       dir="$OUT/lam$lam/s$s/$m"
       [ -f "$dir/log.jsonl" ] && tail -1 "$dir/log.jsonl" | grep -q '"final"' && continue
-      $PY examples/train.py student --method "$m" --arch resnet8 $D --seed "$s" --lambda "$lam" \
+      $PY experiments/train.py student --method "$m" --arch resnet8 $D --seed "$s" --lambda "$lam" \
           --fingerprints "$BASE/fp.h5" --out "$dir"
     done
   done

@@ -1,6 +1,6 @@
 """Print the distillation table of docs/RESULTS.md from training logs.
 
-    python examples/collect_results.py runs/small runs/small-emb
+    python experiments/collect_results.py runs/small runs/small-emb
 
 For each run folder: the teacher (its log or checkpoint), the fingerprint file's build summary
 (build.json), and every student's final log line, as a markdown table with mean and spread over
@@ -32,17 +32,25 @@ def table(run: Path) -> str:
     ev = run / "teacher-test.json"
     if ev.exists() and ev.stat().st_size:
         ej = json.loads(ev.read_text())
-        out.append(f"Teacher top-1 on the {ej['num_samples']:,} un-augmented test images: "
-                   f"{100 * ej['teacher_top1']:.2f}% (measured by `fpkit build --split test --views 1 --padding 0 "
-                   "--no-flip`).")
+        out.append(
+            f"Teacher top-1 on the {ej['num_samples']:,} un-augmented test images: "
+            f"{100 * ej['teacher_top1']:.2f}% (measured by `fpkit build --split test --views 1 --padding 0 "
+            "--no-flip`)."
+        )
     b = run / "build.json"
     if b.exists() and b.stat().st_size:
         bj = json.loads(b.read_text())
-        out.append(f"Fingerprint build: {bj['num_samples']:,} images x {bj['views_per_sample']} views = "
-                   f"{bj['teacher_forwards']:,} teacher forwards, {bj['seconds']:.0f} s, file {bj['size_bytes']:,} "
-                   f"bytes, teacher top-1 on the built views {100 * bj['teacher_top1']:.1f}%.")
-    out += ["", "| student | method | seeds | test top-1 (%) mean | spread (min..max) | minus ce, same seed: mean "
-            "(min..max) | teacher forwards | file read (bytes) | wall s (mean) |", "|---|---|---|---|---|---|---|---|---|"]
+        out.append(
+            f"Fingerprint build: {bj['num_samples']:,} images x {bj['views_per_sample']} views = "
+            f"{bj['teacher_forwards']:,} teacher forwards, {bj['seconds']:.0f} s, file {bj['size_bytes']:,} "
+            f"bytes, teacher top-1 on the built views {100 * bj['teacher_top1']:.1f}%."
+        )
+    out += [
+        "",
+        "| student | method | seeds | test top-1 (%) mean | spread (min..max) | minus ce, same seed: mean "
+        "(min..max) | teacher forwards | file read (bytes) | wall s (mean) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     rows: dict[str, list[dict]] = defaultdict(list)
     for log in sorted(run.glob("s*/*/log.jsonl")):
         f = final_line(log)
@@ -55,10 +63,12 @@ def table(run: Path) -> str:
             continue
         acc = [r["test_top1"] for r in rs]
         spread = f"{min(acc):.2f}..{max(acc):.2f}" if len(acc) > 1 else "-"
-        out.append(f"| {rs[0]['arch']} | {m} | {','.join(str(r['seed']) for r in rs)} | {statistics.mean(acc):.2f} | "
-                   f"{spread} | {_paired(rs, rows.get('ce', []))} | {rs[0]['teacher_forwards']:,} | "
-                   f"{rs[0]['fingerprint_bytes']:,} | "
-                   f"{statistics.mean(r['wall_seconds'] for r in rs):.0f} |")
+        out.append(
+            f"| {rs[0]['arch']} | {m} | {','.join(str(r['seed']) for r in rs)} | {statistics.mean(acc):.2f} | "
+            f"{spread} | {_paired(rs, rows.get('ce', []))} | {rs[0]['teacher_forwards']:,} | "
+            f"{rs[0]['fingerprint_bytes']:,} | "
+            f"{statistics.mean(r['wall_seconds'] for r in rs):.0f} |"
+        )
     return "\n".join(out)
 
 

@@ -10,7 +10,8 @@ anything from the file is unpickled or executed.
 
 Modules: :mod:`~fpkit.teachers.load` (``load_teacher``, the :class:`Teacher` it returns),
 :mod:`~fpkit.teachers.sniff` (a file's kind from its bytes), :mod:`~fpkit.teachers.read` (reading
-behind the trust gate), :mod:`~fpkit.teachers.checkpoint` (state_dicts in checkpoint layouts, strict
+behind the trust gate), :mod:`~fpkit.teachers.checkpoint` (the weights in other trainers' checkpoint
+layouts: Lightning, timm's EMA copies, DataParallel/DDP and torch.compile key prefixes; strict
 loading), :mod:`~fpkit.teachers.architectures` (models by name), :mod:`~fpkit.teachers.export`
 (torch.export programs), :mod:`~fpkit.teachers.digest` (the weights digest).
 """

@@ -15,11 +15,16 @@ from fpkit.features import tap_refusal
 from fpkit.models import CIFAR_RESNETS, DEFAULT_LAYER, infer_cifar_resnet
 from fpkit.teachers.architectures import canonical_arch, module_arch, resolve_arch
 from fpkit.teachers.checkpoint import (
+    Checkpoint,
     arch_from_checkpoint,
+    cifar_prefixes,
     classifier_rows,
+    describe_keys,
+    fit_keys,
+    fit_notes,
+    join_key,
     load_strict,
     split_checkpoint,
-    strip_module_prefix,
 )
 from fpkit.teachers.digest import weights_sha256
 from fpkit.teachers.read import load_code, read_safetensors, torch_load_safe, untrusted
@@ -38,7 +43,13 @@ _EMBEDDED_FILE = "embedded_teacher.pt"
 
 @dataclass(frozen=True)
 class Teacher:
-    """A loaded teacher: the model (eval mode, CPU, frozen) and what identifies it."""
+    """A loaded teacher: the model (eval mode, CPU, frozen) and what identifies it.
+
+    ``notes`` are sentences for the user on choices the loader made that change which weights were
+    loaded or how their keys were read: the entry taken from a checkpoint holding several (EMA or
+    plain weights), a key prefix stripped (``model.``, ``module.``), keys ignored.  A command line
+    prints each, e.g. as ``[fpkit build] note: ...``; they are empty for a plain state_dict.
+    """
 
     model: nn.Module
     arch: str
@@ -48,6 +59,7 @@ class Teacher:
     source_kind: str
     trusted_code: bool
     default_layer: str | None
+    notes: tuple[str, ...] = ()
 
 
 def load_teacher(
@@ -57,15 +69,24 @@ def load_teacher(
     num_classes: int | None = None,
     in_channels: int = 3,
     trust_code: bool = False,
+    checkpoint_key: str | None = None,
 ) -> Teacher:
     """Load a teacher from a checkpoint file, safely by default.
 
     Accepted without running code from the file: a ``.safetensors`` file, or a ``torch.save``
-    file holding a state_dict, or a dict with it under ``model``/``state_dict``/
-    ``model_state_dict``/``net`` (a leading ``module.`` is stripped from keys).  The
+    file holding a state_dict, or a dict with it under ``state_dict_ema``/``model_ema`` (timm's
+    EMA weights, taken first as timm does), ``model``/``state_dict``/``model_state_dict``/``net``
+    (see :func:`~fpkit.teachers.checkpoint.split_checkpoint`).  ``checkpoint_key`` picks the
+    weights instead, as ``ENTRY[.PREFIX]``: ``state_dict`` for timm's plain weights beside its EMA
+    ones, ``state_dict.teacher`` for the keys ``teacher.*`` of a Lightning checkpoint.  A key
+    prefix left by the trainer (``module.`` from DataParallel/DDP, ``_orig_mod.`` from
+    torch.compile, ``model.``/``net.`` from a Lightning module, or nested, ``model.module.``) is
+    stripped when the keys under it are exactly the architecture's; ``Teacher.notes`` says so.  The
     architecture is ``arch`` (see :func:`resolve_arch`), else the checkpoint's own built-in
     ``arch`` entry, else inferred for the CIFAR ResNets.  ``num_classes`` defaults to the rows of
-    the classifier weight.  A pickled whole module, a TorchScript or a torch.export archive is
+    the classifier weight.  The digest ``weights_sha256`` is of the model's own state_dict after
+    loading, so the same weights saved by different trainers, with or without prefixes, get one
+    digest.  A pickled whole module, a TorchScript or a torch.export archive is
     loaded only with ``trust_code=True``; given ``arch`` too, its weights are moved into a fresh
     ``arch`` model.  A torch.export program comes back with its module hierarchy restored
     (``torch.export.unflatten``) so that its layers can be tapped, and refuses inputs of a shape
@@ -78,8 +99,10 @@ def load_teacher(
     Raises:
         FpkitFileNotFoundError: ``path`` does not exist.
         ConfigError: ``path`` is a folder; the architecture is unknown or cannot be inferred;
-            safetensors is not installed.
-        FormatError: the file is not a PyTorch checkpoint or safetensors file.
+            safetensors is not installed; ``checkpoint_key`` names nothing in the file; the file
+            holds several networks that fit and ``checkpoint_key`` does not pick one.
+        FormatError: the file is not a PyTorch checkpoint or safetensors file, or holds no
+            weights where they are looked for.
         UntrustedCodeError: loading would run code from the file and ``trust_code`` is False.
         MismatchError: the weights do not fit the architecture (keys or shapes).
     """
@@ -90,17 +113,14 @@ def load_teacher(
         raise ConfigError(f"teacher path {p} is a folder; pass the checkpoint file inside it")
     kind = sniff(p)
 
-    extras: dict = {}
-    module: nn.Module | None = None
-    state_dict: dict[str, torch.Tensor] | None = None
     trusted = False
     if kind == "safetensors":
-        state_dict, source_kind = read_safetensors(p), "safetensors"
+        obj, source_kind = read_safetensors(p), "safetensors"
     elif kind in ("torchscript", "torch_export"):
         what = "a TorchScript archive" if kind == "torchscript" else "a torch.export archive"
         if not trust_code:
             raise untrusted(p, f"{what} (compiled model code, not just weights)")
-        module, source_kind, trusted = load_code(p, kind), kind, True
+        obj, source_kind, trusted = load_code(p, kind), kind, True
     else:
         try:
             obj = torch_load_safe(p)
@@ -108,54 +128,97 @@ def load_teacher(
             if not trust_code:
                 raise
             obj, trusted = load_code(p, "pickled_module"), True
-        state_dict, module, extras = split_checkpoint(obj, p)
-        source_kind = "pickled_module" if module is not None else "state_dict"
+        source_kind = "state_dict"
+    found = split_checkpoint(obj, p, checkpoint_key)
+    if found.module is not None:
+        if source_kind == "state_dict":
+            source_kind = "pickled_module"
+        return _from_module(found, p, source_kind, arch, num_classes, in_channels)
+    assert found.state_dict is not None
+    model, arch, num_classes, notes = _fit_weights(found, p, arch, num_classes, in_channels)
+    return _make_teacher(model, canonical_arch(arch), num_classes, source_kind, trusted, found.notes + notes)
 
-    if module is not None:
-        return _from_module(module, p, source_kind, arch, num_classes, in_channels)
 
+def _classes(state_dict: dict[str, torch.Tensor], extras: dict) -> int | None:
+    rows = classifier_rows(state_dict)
+    if rows is None and isinstance(extras.get("num_classes"), int):
+        rows = extras["num_classes"]
+    return rows
+
+
+def _fit_weights(
+    found: Checkpoint, p: Path, arch: str | None, num_classes: int | None, in_channels: int
+) -> tuple[nn.Module, str, int, tuple[str, ...]]:
+    """Build the architecture and load ``found.state_dict`` into it, stripping a key prefix that makes it fit.
+
+    Returns:
+        The loaded model, the architecture name, the number of classes, and notes on what was stripped.
+
+    Raises:
+        ConfigError: no architecture or class count can be told; several networks fit.
+        MismatchError: the weights do not fit the architecture.
+    """
+    state_dict = found.state_dict
     assert state_dict is not None
-    state_dict = strip_module_prefix(state_dict)
     if arch is None:
-        arch = arch_from_checkpoint(extras) or infer_cifar_resnet(state_dict)
+        arch = arch_from_checkpoint(found.extras)
     if arch is None:
-        raise ConfigError(
-            f"cannot tell the architecture of {p} from its weights; pass --arch NAME "
-            f"(one of {', '.join(CIFAR_RESNETS)}, torchvision:NAME, or package.module:callable)"
-        )
-    if num_classes is None:
-        num_classes = classifier_rows(state_dict)
-        if num_classes is None and isinstance(extras.get("num_classes"), int):
-            num_classes = extras["num_classes"]
-    if num_classes is None:
+        nets = cifar_prefixes(state_dict)
+        if len(nets) > 1:
+            choices = ", ".join(join_key(found.key_path, prefix) for prefix in sorted(nets))
+            raise ConfigError(
+                f"{p} holds {len(nets)} networks: "
+                + ", ".join(f"{name} under {prefix!r}" for prefix, name in sorted(nets.items()))
+                + f"; pick one with --checkpoint-key KEY (checkpoint_key=KEY), KEY one of {choices}"
+            )
+        if not nets:
+            raise ConfigError(
+                f"cannot tell the architecture of {p} from its weights ({describe_keys(state_dict)}); "
+                f"pass --arch NAME (one of {', '.join(CIFAR_RESNETS)}, torchvision:NAME, or package.module:callable)"
+            )
+        (arch,) = nets.values()
+    classes = num_classes if num_classes is not None else _classes(state_dict, found.extras)
+    if classes is None:
         raise ConfigError(f"cannot tell the number of classes of {p} from its weights; pass --num-classes N")
-    model = resolve_arch(arch, num_classes, in_channels)
-    load_strict(model, state_dict, str(p), arch)
-    return _make_teacher(model, canonical_arch(arch), num_classes, source_kind, trusted)
+    model = resolve_arch(arch, classes, in_channels)
+    fit = fit_keys(state_dict, list(model.state_dict()), key_path=found.key_path, source=str(p))
+    if num_classes is None and fit.prefix:
+        rows = _classes(fit.state_dict, found.extras)
+        if rows is not None and rows != classes:  # the first guess read another network's classifier
+            classes = rows
+            model = resolve_arch(arch, classes, in_channels)
+    pick_hint = bool(found.others or fit.prefix or fit.ignored)
+    load_strict(model, fit.state_dict, str(p), arch, stripped=fit.prefix, pick_hint=pick_hint)
+    return model, arch, classes, fit_notes(fit, arch)
 
 
 def _from_module(
-    module: nn.Module, p: Path, kind: str, arch: str | None, num_classes: int | None, in_channels: int
+    found: Checkpoint, p: Path, kind: str, arch: str | None, num_classes: int | None, in_channels: int
 ) -> Teacher:
-    state_dict = module.state_dict()
-    found = classifier_rows(state_dict)
+    module = found.module
+    assert module is not None
     if arch is not None:
-        classes = num_classes if num_classes is not None else found
-        if classes is None:
-            raise ConfigError(f"cannot tell the number of classes of {p}; pass --num-classes N")
-        model = resolve_arch(arch, classes, in_channels)
-        load_strict(model, strip_module_prefix(state_dict), str(p), arch)
-        return _make_teacher(model, canonical_arch(arch), classes, kind, True)
-    if num_classes is not None and found is not None and num_classes != found:
+        weights = Checkpoint(module.state_dict(), None, {}, found.key_path, found.others, found.notes)
+        model, arch, classes, notes = _fit_weights(weights, p, arch, num_classes, in_channels)
+        return _make_teacher(model, canonical_arch(arch), classes, kind, True, found.notes + notes)
+    found_rows = classifier_rows(module.state_dict())
+    if num_classes is not None and found_rows is not None and num_classes != found_rows:
         raise MismatchError(
-            f"{p} classifies into {found} classes but --num-classes is {num_classes}; "
+            f"{p} classifies into {found_rows} classes but --num-classes is {num_classes}; "
             "drop --num-classes or pass the right file"
         )
-    classes = found if found is not None else num_classes
-    return _make_teacher(module, module_arch(module, kind), classes, kind, True)
+    classes = found_rows if found_rows is not None else num_classes
+    return _make_teacher(module, module_arch(module, kind), classes, kind, True, found.notes)
 
 
-def _make_teacher(model: nn.Module, arch: str, num_classes: int | None, source_kind: str, trusted: bool) -> Teacher:
+def _make_teacher(
+    model: nn.Module,
+    arch: str,
+    num_classes: int | None,
+    source_kind: str,
+    trusted: bool,
+    notes: tuple[str, ...] = (),
+) -> Teacher:
     """Freeze ``model`` (CPU, eval mode, no gradients) and wrap it with what identifies it."""
     model = model.cpu()
     try:
@@ -180,6 +243,7 @@ def _make_teacher(model: nn.Module, arch: str, num_classes: int | None, source_k
         source_kind=source_kind,
         trusted_code=trusted,
         default_layer=DEFAULT_LAYER if is_cifar else None,
+        notes=notes,
     )
 
 
@@ -207,6 +271,7 @@ def load_embedded_teacher() -> Teacher:
         source_kind="embedded",
         trusted_code=False,
         default_layer=loaded.default_layer,
+        notes=loaded.notes,
     )
 
 

@@ -19,3 +19,16 @@ def check_teacher(t: Teacher) -> None:
     assert all(p.device.type == "cpu" for p in t.model.parameters())
     assert t.weights_sha256 == weights_sha256(t.model.state_dict())
     assert t.num_params == sum(p.numel() for p in t.model.parameters())
+
+
+class Wrapped(torch.nn.Module):
+    """A resnet8 kept under ``self.model``: its keys start with ``model.`` (arch ``_teacher_helpers:Wrapped``)."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        from fpkit.models import resnet8
+
+        self.model = resnet8(num_classes=num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)

@@ -1,0 +1,157 @@
+"""The compute loop: run the teacher over chunks of samples and fill the work store.
+
+Within a chunk, steps of ``plan.samples_per_step`` samples are fetched as uint8, their K views are
+cut on the device (:mod:`fpkit.augment`), the teacher runs once on all views, and the tapped
+features become fingerprints (normalise, project, average over views) in float32.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .. import features as _features
+from ..augment import make_views
+from ..datasets import BatchFetch
+from ..errors import NonFiniteError
+from ..format import LayerSpec
+from ..format.digests import sample_digest
+from .job import BuildJob
+from .progress import Progress
+from .workstore import WorkStore
+
+
+def _steps(job: BuildJob, todo: list[int]) -> tuple[list[list[int]], list[int]]:
+    """The steps (sample index lists) of the chunks ``todo``, and the chunk each belongs to."""
+    spb = job.plan.samples_per_step
+    steps: list[list[int]] = []
+    owner: list[int] = []
+    for c in todo:
+        rng = job.plan.chunk_range(c)
+        for s in range(rng.start, rng.stop, spb):
+            steps.append(list(range(s, min(rng.stop, s + spb))))
+            owner.append(c)
+    return steps, owner
+
+
+def compute(job: BuildJob, todo: list[int], progress: Progress) -> None:
+    """Run the teacher over the chunks ``todo`` and fill ``job.store``.
+
+    A one-step software pipeline: the device's work for step i is queued (views, forward,
+    projection, and a non-blocking copy of the results to pinned host memory) before step i-1's
+    results are written, so on CUDA the host-side work (decoding the next step, digests, writes
+    into the work folder) overlaps the GPU's.  On the CPU the same code runs step by step.
+
+    Raises:
+        NonFiniteError: a layer gave NaN/inf features (the affected chunks are not marked done).
+    """
+    plan, dev, store = job.plan, job.device, job.store
+    views = plan.views
+    policy, k = views.policy, views.per_sample
+    steps, owner = _steps(job, todo)
+    cuda = dev.type == "cuda"
+    loader = torch.utils.data.DataLoader(
+        BatchFetch(job.source), batch_size=None, sampler=steps, num_workers=job.num_workers, pin_memory=cuda
+    )
+    Rs = [torch.from_numpy(sp.R).to(dev) for sp in job.specs]
+    mean, std = job.mean, job.std
+    amp = dict(
+        device_type=dev.type,
+        dtype=getattr(torch, plan.autocast) if plan.autocast else torch.float32,
+        enabled=plan.autocast is not None,
+    )
+    remaining = {c: len(plan.chunk_range(c)) for c in todo}
+    sink = _StepSink(store, job.specs, k, torch.from_numpy(job.source.labels), remaining, progress)
+    pending = None
+    with torch.inference_mode():
+        for (batch_u8, idx_t), c in zip(loader, owner):
+            idx = idx_t.numpy()
+            b = len(idx)
+            params = policy.views_for(idx, views.count, views.seed)
+            x = make_views(
+                batch_u8.to(dev, non_blocking=cuda),
+                torch.from_numpy(params).to(dev, non_blocking=cuda),
+                policy.padding,
+                mean,
+                std,
+                channels_last=cuda,
+            )
+            with torch.autocast(**amp):
+                logits, feats = job.tap(x)
+            results: dict[str, list[torch.Tensor]] = {"finite": [], "mean": [], "views": []}
+            for i, sp in enumerate(job.specs):
+                pooled = _features.pool_features(feats[sp.name], sp.pooling).float()
+                phi = _features.project_features(pooled, Rs[i]).view(b, k, sp.r)
+                results["finite"].append(torch.isfinite(pooled).all(dim=1).view(b, k).all(dim=1))
+                results["mean"].append(phi.mean(dim=1))
+                if store.views:
+                    results["views"].append(phi)
+            if isinstance(logits, torch.Tensor) and logits.ndim == 2:
+                results["pred"] = [logits.argmax(dim=1).view(b, k)]
+            host = {key: [t.to("cpu", non_blocking=cuda) for t in ts] for key, ts in results.items()}
+            ready = None
+            if cuda:
+                ready = torch.cuda.Event()
+                ready.record(torch.cuda.current_stream(dev))
+            # host work that does not need the device's results overlaps the device's work
+            hwc = batch_u8.permute(0, 2, 3, 1).contiguous().numpy()
+            store.digests[idx] = [sample_digest(img) for img in hwc]
+            if store.view_params is not None:
+                store.view_params[idx] = params
+            if pending is not None:
+                sink.write(*pending)
+            pending = (idx, c, host, ready)
+        if pending is not None:
+            sink.write(*pending)
+    sink.raise_if_nonfinite()
+
+
+class _StepSink:
+    """Writes one step's results into the work store and marks chunks done when complete."""
+
+    def __init__(
+        self,
+        store: WorkStore,
+        specs: list[LayerSpec],
+        k: int,
+        labels: torch.Tensor,
+        remaining: dict[int, int],
+        progress: Progress,
+    ):
+        self.store, self.specs, self.k, self.labels = store, specs, k, labels
+        self.remaining, self.progress = remaining, progress
+        self.correct: dict[int, list[int]] = {}
+        self.bad: dict[str, set[int]] = {}
+        self.tainted: set[int] = set()
+
+    def write(self, idx: np.ndarray, c: int, host: dict, ready) -> None:
+        if ready is not None:
+            ready.synchronize()
+        b = len(idx)
+        for i, sp in enumerate(self.specs):
+            finite = host["finite"][i].numpy()
+            if not finite.all():
+                self.bad.setdefault(sp.name, set()).update(idx[~finite].tolist())
+                self.tainted.add(c)
+            self.store.sample[i][idx] = host["mean"][i].numpy()
+            if self.store.views:
+                self.store.views[i][idx] = host["views"][i].numpy()
+        if "pred" in host:
+            hits = int((host["pred"][0] == self.labels[idx][:, None]).sum())
+            acc = self.correct.setdefault(c, [0, 0])
+            acc[0] += hits
+            acc[1] += b * self.k
+        self.remaining[c] -= b
+        if self.remaining[c] == 0 and c not in self.tainted:
+            acc = self.correct.pop(c, [0, 0])
+            self.store.mark_done(c, acc[0], acc[1])
+        self.progress.update(b, self.k)
+
+    def raise_if_nonfinite(self) -> None:
+        for name, where in self.bad.items():
+            ids = sorted(where)
+            raise NonFiniteError(
+                f"teacher layer {name} produced NaN or infinite features for {len(ids)} samples "
+                f"{ids[:20]}{' ...' if len(ids) > 20 else ''}; nothing was written: check the "
+                "teacher's weights and the input normalisation"
+            )

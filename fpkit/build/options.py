@@ -1,0 +1,111 @@
+"""What a user asks ``fpkit build`` for: the options, their checks, and warnings about odd ones."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from ..augment import ViewPolicy
+from ..datasets import ImageSource
+from ..devices import resolve_device
+from ..errors import ConfigError
+from ..format.codecs import check_codec
+from ..format.quantize import check_dtype
+
+MAX_SEED = 2**63 - 1
+
+
+@dataclass
+class BuildOptions:
+    """Everything that decides what ``fpkit build`` does (CLI options map one to one)."""
+
+    teacher: str = "embedded"
+    dataset: str = "embedded"
+    output: str | None = None
+    root: str = "data"
+    split: str | None = None  # None: the dataset's default (train; test for embedded)
+    arch: str | None = None
+    num_classes: int | None = None
+    layers: Sequence[str] = ()
+    r: int = 128
+    seed: int | None = None
+    views: int | str = 8
+    view_seed: int | None = None
+    padding: int = 4
+    flip: bool = True
+    replay: bool = False
+    tables: Sequence[str] = ("sample", "class")
+    dtype: str = "float16"
+    codec: str = "none"
+    device: str = "auto"
+    batch_size: int = 512
+    num_workers: int = 0
+    autocast: str | None = None
+    pooling: str = "auto"
+    redact: bool = False
+    trust_teacher_code: bool = False
+    force: bool = False
+    resume: bool = False
+    chunk_size: int = 1024
+    normalize: str | None = None
+    download: bool = True
+
+
+def check_options(o: BuildOptions) -> None:
+    """Reject invalid options before any work starts (raises ConfigError)."""
+    if not isinstance(o.r, int) or o.r <= 0:
+        raise ConfigError(f"--r must be a positive integer, got {o.r!r}; the source writeup used 128")
+    if not (isinstance(o.views, int) and o.views >= 1) and o.views != "all":
+        raise ConfigError(f"--views must be a positive integer or 'all', got {o.views!r}")
+    for name, value in (("--seed", o.seed), ("--view-seed", o.view_seed)):
+        if value is not None and not 0 <= value <= MAX_SEED:
+            raise ConfigError(f"{name} must lie in [0, 2**63), got {value}")
+    for name, value, least in (
+        ("--batch-size", o.batch_size, 1),
+        ("--chunk-size", o.chunk_size, 1),
+        ("--num-workers", o.num_workers, 0),
+    ):
+        if not isinstance(value, int) or value < least:
+            raise ConfigError(f"{name} must be an integer >= {least}, got {value!r}")
+    if not o.tables or set(o.tables) - {"sample", "class"}:
+        raise ConfigError(f"--tables must be a comma list of sample,class; got {','.join(o.tables)}")
+    if o.autocast not in (None, "bfloat16", "float16"):
+        raise ConfigError(f"--autocast must be bfloat16 or float16, got {o.autocast!r}")
+    if o.force and o.resume:
+        raise ConfigError("--force starts over and --resume continues; pass only one")
+    check_dtype(o.dtype)
+    check_codec(o.codec)
+    ViewPolicy(o.padding, o.flip)
+    resolve_device(o.device, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def option_warnings(o: BuildOptions) -> list[str]:
+    """Valid but probably unintended options, as sentences for stderr."""
+    out = []
+    distinct = ViewPolicy(o.padding, o.flip).num_views
+    if isinstance(o.views, int) and o.views > distinct:
+        out.append(
+            f"--views {o.views} draws more views than the policy has distinct ones ({distinct}); "
+            "--views all averages over each of them exactly once"
+        )
+    if o.redact and o.seed is not None:
+        out.append(
+            "--redact leaves R and its seed out, but the file keeps R's SHA-256: anyone who guesses "
+            f"--seed {o.seed} recovers R; leave --seed out to draw a secret one"
+        )
+    if o.r < 8:
+        out.append(
+            f"--r {o.r} keeps very few dimensions: the cosine loss between {o.r}-d projections says "
+            "little (the source writeup used 128)"
+        )
+    return out
+
+
+def default_output(o: BuildOptions, source: ImageSource) -> Path:
+    """TEACHER-DATASET-SPLIT.h5 in the current folder."""
+    teacher = "embedded" if o.teacher == "embedded" else Path(o.teacher).name.split(".")[0]
+    data = re.sub(r"[^A-Za-z0-9_-]+", "-", source.name.split(":")[-1].rstrip("/").split("/")[-1]) or "data"
+    return Path(f"{teacher}-{data}-{source.split}.h5")

@@ -1,0 +1,159 @@
+"""``fpkit build``: run a teacher once over a dataset split and write its fingerprint file.
+
+How the work is organised (one module per step):
+
+* :mod:`.options` checks what the user asked for; :mod:`.job` probes the teacher once and makes
+  the :class:`~fpkit.build.plan.BuildPlan`, everything that decides the file's content.
+* :mod:`.prepare` checks the output and makes (or, with ``--resume``, reuses) the work folder
+  :mod:`.workstore` next to the output: float32 memory maps and one marker per finished chunk.
+  A killed or interrupted build leaves only that folder.
+* :mod:`.compute` runs the teacher over the chunks; under ``torchrun`` (:mod:`.dist`) every rank
+  takes the chunks ``c % world_size == rank`` (the work folder must be on storage all ranks
+  share); rank 0 waits for all and :mod:`.finish` writes the file atomically.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ..datasets import ImageSource, open_source
+from ..errors import FpkitError, MismatchError
+from ..features import LayerTap, default_layer
+from ..teachers import Teacher, load_embedded_teacher, load_teacher
+from .compute import compute
+from .dist import Dist
+from .finish import file_contents, write_file
+from .job import BuildJob, make_plan, probe_layers, projection_seed
+from .options import BuildOptions, check_options, default_output, option_warnings
+from .prepare import ALREADY_DONE, prepare_output
+from .progress import Progress
+from .workstore import WorkStore, work_folder
+
+
+class BuildInterrupted(FpkitError, KeyboardInterrupt):
+    """The build was interrupted (Ctrl-C / SIGTERM); its finished chunks are kept for --resume."""
+
+
+@dataclass
+class BuildResult:
+    """What a build produced and what it cost."""
+
+    path: Path
+    num_samples: int
+    views_per_sample: int
+    teacher_forwards: int
+    seconds: float
+    images_per_second: float
+    teacher_top1: float | None
+    chunks_resumed: int
+    size_bytes: int
+    layers: list[str] = field(default_factory=list)
+
+
+def _load_teacher(o: BuildOptions, in_channels: int) -> Teacher:
+    if o.teacher == "embedded":
+        return load_embedded_teacher()
+    return load_teacher(
+        o.teacher, arch=o.arch, num_classes=o.num_classes, in_channels=in_channels, trust_code=o.trust_teacher_code
+    )
+
+
+def build(o: BuildOptions, *, quiet: bool = False, log: Callable[[str], None] | None = None) -> BuildResult:
+    """Build a fingerprint file as ``o`` describes and return what was written.
+
+    Raises:
+        ConfigError, MismatchError, OutputExistsError, UntrustedCodeError, NonFiniteError,
+        FpkitFileNotFoundError, StorageError; BuildInterrupted on Ctrl-C (work kept for --resume).
+    """
+    say = log or (lambda msg: None if quiet else print(msg, file=sys.stderr))
+    check_options(o)
+    for warning in option_warnings(o):
+        say(f"[fpkit build] warning: {warning}")
+    t0 = time.perf_counter()
+    source = open_source(o.dataset, o.root, o.split, download=o.download, normalize=o.normalize)
+    teacher = _load_teacher(o, source.image_shape[0])
+    if teacher.num_classes is not None and teacher.num_classes != len(source.classes):
+        raise MismatchError(
+            f"teacher has {teacher.num_classes} outputs but {source.name} has "
+            f"{len(source.classes)} classes; pick the matching teacher or dataset"
+        )
+    dist = Dist(o.device)
+    try:
+        return _run(o, source, teacher, dist, say, quiet, t0)
+    finally:
+        dist.close()
+
+
+def _result(out: Path, n: int, k: int, forwards: int, seconds: float, layers: list[str], **kw) -> BuildResult:
+    size = out.stat().st_size if out.exists() else 0
+    return BuildResult(
+        out, n, k, forwards, seconds, kw.get("ips", 0.0), kw.get("top1"), kw.get("resumed", 0), size, list(layers)
+    )
+
+
+def _run(
+    o: BuildOptions, source: ImageSource, teacher: Teacher, dist: Dist, say, quiet: bool, t0: float
+) -> BuildResult:
+    dev = dist.device
+    model = teacher.model.to(dev)
+    if dev.type == "cuda":
+        import torch
+
+        model = model.to(memory_format=torch.channels_last)
+    layers = list(o.layers) or [teacher.default_layer or default_layer(teacher.model)]
+    n = len(source)
+    tap = LayerTap(model, layers)
+    try:
+        out = Path(o.output) if o.output else default_output(o, source)
+        work = work_folder(out)
+        specs = probe_layers(o, projection_seed(o, work, dist), source, tap, dev)
+        plan = make_plan(o, source, teacher, specs)
+        k = plan.views.per_sample
+        prepared = prepare_output(out, plan, force=o.force, resume=o.resume, say=say) if dist.rank == 0 else None
+        if dist.share(prepared) == ALREADY_DONE:
+            return _result(out, n, k, 0, time.perf_counter() - t0, layers)
+        job = BuildJob(plan, source, teacher, tap, dev, specs, WorkStore(work, plan), o.num_workers)
+        chunks = plan.chunks_for_rank(dist.rank, dist.world)
+        todo = [c for c in chunks if not job.store.is_done(c)]
+        resumed = len(chunks) - len(todo)
+        if resumed and dist.rank == 0:
+            say(f"[fpkit build] resuming: {resumed} of {len(chunks)} chunks already done")
+        work_samples = sum(len(plan.chunk_range(c)) for c in todo)
+        progress = Progress(work_samples, quiet or dist.rank != 0)
+        t_run = time.perf_counter()
+        try:
+            compute(job, todo, progress)
+        except KeyboardInterrupt as e:
+            raise BuildInterrupted(
+                f"interrupted; finished chunks are kept in {work}: run the same command "
+                "with --resume to continue, or --force to start over"
+            ) from e
+        except BaseException:
+            if dist.rank == 0 and not resumed:
+                shutil.rmtree(work, ignore_errors=True)
+            raise
+        run_s = time.perf_counter() - t_run
+    finally:
+        tap.close()
+    dist.barrier()
+    top1 = None
+    if dist.rank == 0:
+        correct, count = job.store.accuracy()
+        top1 = correct / count if count else None
+        write_file(job, out, file_contents(job, top1, count, dist.world), overwrite=o.force or out.exists())
+        shutil.rmtree(work, ignore_errors=True)
+    dist.barrier()
+    ips = work_samples * k / run_s if run_s > 0 else 0.0
+    res = _result(out, n, k, n * k, time.perf_counter() - t0, layers, top1=top1, resumed=resumed, ips=ips)
+    if dist.rank == 0:
+        say(
+            f"[fpkit build] wrote {out} ({res.size_bytes:,} bytes): {n} samples x {k} view{'s' if k != 1 else ''}, "
+            f"layers {', '.join(layers)}, r={o.r}, {o.dtype}; teacher top-1 on views "
+            f"{'n/a' if top1 is None else f'{top1:.4f}'}; {res.seconds:.1f} s"
+        )
+    return res

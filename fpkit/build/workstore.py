@@ -1,0 +1,121 @@
+"""The work folder next to the output (``.NAME.partial/``): float32 memory maps of results, one
+marker per finished chunk, and the plan they belong to.
+
+A killed or interrupted build leaves only this folder; ``--resume`` skips the finished chunks.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import StorageError
+from .plan import BuildPlan
+
+PLAN_FILE = "config.json"
+
+
+def work_folder(out: Path) -> Path:
+    """The work folder of the output ``out``."""
+    return out.parent / f".{out.name}.partial"
+
+
+def read_plan(work: Path) -> BuildPlan | None:
+    """The plan stored in a work folder; None if it is missing, unreadable or of another version."""
+    try:
+        return BuildPlan.from_json(json.loads((work / PLAN_FILE).read_text()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _preallocate(path: Path) -> None:
+    """Reserve a memory map's blocks now: writing into a sparse map on a full disk kills the
+    process with SIGBUS; reserving turns that into a StorageError before any work is done."""
+    size = path.stat().st_size
+    try:
+        with open(path, "r+b") as fh:
+            os.posix_fallocate(fh.fileno(), 0, size)
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise StorageError(
+                errno.ENOSPC,
+                f"not enough disk space for the build's work folder {path.parent} "
+                f"({size:,} bytes for {path.name}); free space or choose another -o folder",
+            ) from e
+        if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # filesystems without fallocate: go on
+            raise
+
+
+def all_chunks_done(work: Path, chunks: int) -> bool:
+    """True if the work folder holds the marker of every chunk 0 .. chunks-1."""
+    return all((work / "done" / f"{c:06d}.json").exists() for c in range(chunks))
+
+
+class WorkStore:
+    """The work folder's arrays: per layer the [N, r] fingerprints (and [N, K, r] per-view ones
+    for replay), the per-sample digests, the views' parameters, and chunk markers."""
+
+    def __init__(self, work: Path, plan: BuildPlan, create: bool = False):
+        self.work = work
+        n, k = plan.num_samples, plan.views.per_sample if plan.views.replay else 0
+        mode = "w+" if create else "r+"
+        mm = np.lib.format.open_memmap
+        self.sample = [
+            mm(work / f"layer{i}.npy", mode=mode, dtype=np.float32, shape=(n, lay.r))
+            for i, lay in enumerate(plan.layers)
+        ]
+        self.digests = mm(work / "digests.npy", mode=mode, dtype=np.uint64, shape=(n,))
+        self.views = (
+            [
+                mm(work / f"layer{i}.views.npy", mode=mode, dtype=np.float32, shape=(n, k, lay.r))
+                for i, lay in enumerate(plan.layers)
+            ]
+            if k
+            else []
+        )
+        self.view_params = mm(work / "view_params.npy", mode=mode, dtype=np.int16, shape=(n, k, 3)) if k else None
+        self.n = n
+        if create:
+            for path in work.glob("*.npy"):
+                _preallocate(path)
+
+    @classmethod
+    def create(cls, work: Path, plan: BuildPlan) -> None:
+        """Make the work folder for ``plan`` atomically (built under ``.new``, then renamed)."""
+        tmp = work.parent / (work.name + ".new")
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            tmp.mkdir()
+            (tmp / "done").mkdir()
+            cls(tmp, plan, create=True)
+            (tmp / PLAN_FILE).write_text(json.dumps(plan.to_json()))
+            os.replace(tmp, work)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    def is_done(self, c: int) -> bool:
+        return (self.work / "done" / f"{c:06d}.json").exists()
+
+    def mark_done(self, c: int, correct: int, count: int) -> None:
+        """Flush every map, then write chunk ``c``'s marker (with its accuracy counts) atomically."""
+        extra = [self.view_params] if self.view_params is not None else []
+        for arr in [*self.sample, self.digests, *self.views, *extra]:
+            arr.flush()
+        tmp = self.work / "done" / f".{c:06d}.tmp"
+        tmp.write_text(json.dumps({"correct": correct, "count": count}))
+        os.replace(tmp, self.work / "done" / f"{c:06d}.json")
+
+    def accuracy(self) -> tuple[int, int]:
+        """(correct, counted) predictions over all finished chunks."""
+        correct = count = 0
+        for p in (self.work / "done").glob("*.json"):
+            d = json.loads(p.read_text())
+            correct += d["correct"]
+            count += d["count"]
+        return correct, count

@@ -7,7 +7,7 @@ Compared side by side, interleaved (fpkit, bare, PIL, fpkit, bare, PIL, ...), me
                 instead hands build() the decoded uint8 array as an in-memory source): loading the
                 teacher, probing, decoding, per-sample digests, view cutting on the device,
                 forward, pool/normalise/project/mean, memmaps and writing the HDF5 file.
-                Also fpkit's own compute-only rate (BuildResult.images_per_second).
+                Also fpkit's own compute-only rate (BuildResult.views_per_second).
 * bare       -- the teacher forward alone: the same N x K views made beforehand as float tensors on
                 the device, batches of the same size, ``model(x)`` under inference_mode.  On CUDA the
                 model and views are channels_last, as fpkit's build uses them.
@@ -77,6 +77,13 @@ def parse_args(argv=None):
         help="comma list of batch sizes (views) for an extra bare-forward sweep, e.g. 8,32,64,128,512",
     )
     p.add_argument(
+        "--build-sweep",
+        default="",
+        help="comma list of batch sizes (views), e.g. 32,64,128,256,512: instead of the comparison above, "
+        "time the whole fpkit build at each of them and at fpkit's default (no --batch-size), "
+        "interleaved, with the bare forward at the same batches, as ratios to the best",
+    )
+    p.add_argument(
         "--profile",
         metavar="OUT",
         default=None,
@@ -109,11 +116,13 @@ def memory_source(images: np.ndarray, labels, classes, name="cifar10-jpeg-subset
     )
 
 
-def fpkit_build(args, dev, teacher_path, arch, dataset, out: Path, views: int, mem_src=None):
-    """One end-to-end build; returns fpkit's BuildResult."""
+def fpkit_build(args, dev, teacher_path, arch, dataset, out: Path, views: int, mem_src=None, batch_size="args"):
+    """One end-to-end build; returns fpkit's BuildResult (``batch_size``: views per forward,
+    --batch-size unless given; None: fpkit's default)."""
     import fpkit.build as B
     import fpkit.build.run as R
 
+    batch_size = args.batch_size if batch_size == "args" else batch_size
     if mem_src is not None:
         R.open_source = lambda *a, **k: mem_src  # in-memory source (benchmark only)
     opts = B.BuildOptions(
@@ -125,7 +134,7 @@ def fpkit_build(args, dev, teacher_path, arch, dataset, out: Path, views: int, m
         normalize="cifar10",
         r=args.r,
         views=views,
-        batch_size=args.batch_size,
+        batch_size=batch_size,
         device=str(dev),
         output=str(out),
         force=True,
@@ -231,7 +240,7 @@ def mem_child(args) -> None:
                     "peak_mib": H.max_rss_mib(),
                     "rss_after_mib": H.current_rss_mib(),
                     "seconds": wall,
-                    "forwards_per_s": res.images_per_second,
+                    "forwards_per_s": res.views_per_second,
                     "file_bytes": res.size_bytes,
                     "cuda_peak_mib": torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else None,
                 }
@@ -280,6 +289,80 @@ def run_memory(args, ns: list[int]) -> list[dict]:
     return rows
 
 
+# --------------------------------------------------------------------------- build sweep
+
+
+def build_sweep(args, run, dev, tpath, dataset, out: Path, images, fresh_model, mem_src) -> None:
+    """--build-sweep: the whole build at each batch and at fpkit's default, interleaved; the bare
+    forward at the same batches for reference; each as a ratio to the best of its kind."""
+    from fpkit.format import open_fingerprints
+
+    batches = [int(x) for x in args.build_sweep.split(",") if x.strip()]
+    n_views = args.n * args.views
+    real = {}  # variant -> views per forward the build really used (the file's compute record)
+
+    def builder(name, bs):
+        def go():
+            fpkit_build(args, dev, tpath, args.arch, dataset, out, args.views, mem_src, batch_size=bs)
+            real[name] = open_fingerprints(out, verify=False, load_views=False).metadata.compute.batch_size
+
+        return go
+
+    default = "fpkit build, default batch"
+    variants = {default: builder(default, None)}
+    variants.update({f"fpkit build, batch {bs}": builder(f"fpkit build, batch {bs}", bs) for bs in batches})
+    for bs in batches:
+        fn, _ = make_bare(fresh_model(), images, args.views, bs, dev, args.seed)
+        variants[f"bare forward, batch {bs}"] = fn
+    print("warm-up ...", file=sys.stderr, flush=True)
+    variants[default]()  # one build warms the code every build runs; the bare runs warm on one batch each
+    for name, fn in variants.items():
+        if name.startswith("bare"):
+            fn(1)
+    times = H.timeit(variants, repeats=args.reps, device=dev)
+    rate = {k: n_views / times.median(k) for k in times}
+    best_build = max(v for k, v in rate.items() if k.startswith("fpkit"))
+    best_bare = max(v for k, v in rate.items() if k.startswith("bare"))
+    rows = []
+    for k in times:
+        best = best_build if k.startswith("fpkit") else best_bare
+        rows.append([k, real.get(k, ""), times.median(k), rate[k], rate[k] / best, times.spread(k)])
+    H.print_table(
+        f"Batch sweep, teacher {args.arch} (random weights), N={args.n} x K={args.views} = {n_views} views, "
+        f"r={args.r}, source={args.source}, device {dev}, {torch.get_num_threads()} thread(s), "
+        f"median of {args.reps} interleaved reps",
+        ["variant", "real batch", "median s", "views/s", "vs best of kind", "spread"],
+        rows,
+    )
+    best_name = max((k for k in rate if k.startswith("fpkit")), key=rate.get)
+    headline = {
+        "default_batch": real.get(default),
+        "best_batch": real.get(best_name),
+        "default_over_best": rate[default] / best_build,
+        "default_over_best_per_rep_median": H.median(
+            [min(times[k][i] for k in times if k.startswith("fpkit")) / times[default][i] for i in range(args.reps)]
+        ),
+        "best_build_over_best_bare": best_build / best_bare,
+    }
+    H.print_table(
+        "Headline (target: default / best >= 0.95)",
+        ["ratio", "value"],
+        [
+            [
+                f"fpkit default (batch {headline['default_batch']}) / best build (batch {headline['best_batch']})",
+                headline["default_over_best"],
+            ],
+            [
+                "  (median over reps of default / fastest build of that rep)",
+                headline["default_over_best_per_rep_median"],
+            ],
+            ["best build / best bare forward", headline["best_build_over_best_bare"]],
+        ],
+    )
+    run.results.update(build_sweep=times, views=n_views, rates=rate, real_batch=real, headline=headline)
+    run.save()
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -309,6 +392,9 @@ def main(argv=None) -> None:
         mem_src = memory_source(images, labels, classes) if args.source == "memory" else None
         dataset = f"imagefolder:{tmp / 'data'}"
         out = tmp / "fp.h5"
+        if args.build_sweep:
+            build_sweep(args, run, dev, tpath, dataset, out, images, fresh_model, mem_src)
+            return
         results = []
 
         def run_fpkit():
@@ -333,10 +419,10 @@ def main(argv=None) -> None:
         )
         n_fp = args.n * args.views
         t_fp, t_bare, t_pil = (times[k] for k in times)
-        compute_rates = [r.images_per_second for r in results]
+        compute_rates = [r.views_per_second for r in results]
         # wall time not spent in fpkit's compute loop: opening the source, loading the teacher,
         # probing the layer, creating the work folder, writing the HDF5 file, removing the work folder
-        fixed = [w - n_fp / r.images_per_second for w, r in zip(t_fp, results) if r.images_per_second > 0]
+        fixed = [w - n_fp / r.views_per_second for w, r in zip(t_fp, results) if r.views_per_second > 0]
         rate = {
             "fpkit": n_fp / H.median(t_fp),
             "bare": n_bare / H.median(t_bare),

@@ -2,7 +2,8 @@
 
     python formats/make_golden.py [OUTDIR]
 
-Three tiny files, byte-reproducible for a given HDF5 library version, and expected.json with the
+Tiny files of format 1.0 (kept as they were: readers must still read them) and of 1.1,
+byte-reproducible for a given HDF5 library version, and expected.json with the
 exact float32 values every table must decode to.  Everything that would vary is pinned: the
 creation time, the library versions and the fpkit version recorded in the metadata (a fixed
 :class:`~fpkit.format.Provenance`), and the inputs, which are computed with element-wise float32
@@ -21,9 +22,16 @@ import h5py
 import numpy as np
 
 from fpkit.augment import ViewPolicy
-from fpkit.format import Accuracy, FileContents, LayerSpec, Provenance, StorageInfo, sample_digest
+from fpkit.format import Accuracy, FileContents, LayerSpec, Provenance, StorageInfo, Subset, sample_digest
 from fpkit.projection import make_projection
-from fpkit.testing import example_compute, example_dataset, example_teacher, example_views, write_rows
+from fpkit.testing import (
+    example_compute,
+    example_dataset,
+    example_policy_views,
+    example_teacher,
+    example_views,
+    write_rows,
+)
 
 CREATED = "2026-01-01T00:00:00Z"
 FPKIT_VERSION = "0.1.0"
@@ -38,7 +46,12 @@ LIBRARIES = {
 PROVENANCE = Provenance(fpkit_version=FPKIT_VERSION, created=CREATED, libraries=LIBRARIES)
 N, C, D, R_WIDTH, CHUNK_ROWS = 12, 3, 4, 8, 5
 CLASSES = ["cat", "dog", "eel"]
-FILES = ("v1-float16-none.h5", "v1-int8-zstd.h5", "v1-float32-gzip-replay-redacted.h5")
+FILES_1_0 = ("v1-float16-none.h5", "v1-int8-zstd.h5", "v1-float32-gzip-replay-redacted.h5")
+FILES_1_1 = ("v1.1-float16-none.h5", "v1.1-int8-gzip-subset.h5")
+FILES_1_2 = ("v1.2-resized-crop-replay.h5", "v1.2-center-replay.h5")
+FILES = FILES_1_0 + FILES_1_1 + FILES_1_2
+SIZES = [(32 + 4 * i, 48 - 2 * i) for i in range(N)]  # 1.2: the (H, W) of images of varied sizes
+SUBSET = Subset(start=20, stop=20 + N, source_num_samples=50)  # samples 20..31 of a split of 50
 TEACHER = example_teacher(weights_sha256=hashlib.sha256(b"fpkit golden teacher").hexdigest(), num_params=78042)
 DATASET = example_dataset(name="golden", image_shape=(4, 4, 3))
 COMPUTE = example_compute(batch_size=4)
@@ -91,6 +104,9 @@ def _write(
     k=None,
     accuracy=None,
     batches=(4, 3, 5),
+    version="1.0",
+    subset=None,
+    policy=None,
 ) -> None:
     contents = FileContents(
         layers=layers,
@@ -98,19 +114,23 @@ def _write(
         sample_digests=digests(),
         classes=CLASSES,
         teacher=replace(TEACHER, accuracy=accuracy),
-        dataset=DATASET,
-        views=example_views(k or 8, replay=bool(k), padding=1, seed=7),
+        dataset=replace(DATASET, subset=subset, image_shape=(None, None, 3) if policy else DATASET.image_shape),
+        views=example_policy_views(policy, k, replay=True, seed=7)
+        if policy
+        else example_views(k or 8, replay=bool(k), padding=1, seed=7),
         compute=COMPUTE,
         tables=tables,
         views_per_sample=k,
         storage=StorageInfo(dtype=dtype, codec=codec, chunk_rows=CHUNK_ROWS),
         provenance=PROVENANCE,
     )
-    write_rows(path, contents, rows, views=views, view_params=view_params, batches=batches, overwrite=True)
+    write_rows(
+        path, contents, rows, views=views, view_params=view_params, batches=batches, overwrite=True, version=version
+    )
 
 
 def make_all(outdir: str | Path) -> dict:
-    """Write the three golden files into ``outdir``; return the expected.json document."""
+    """Write the golden files into ``outdir``; return the expected.json document."""
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     expected: dict = {"hdf5_version": h5py.version.hdf5_version, "h5py_version": h5py.__version__, "files": {}}
@@ -164,6 +184,62 @@ def make_all(outdir: str | Path) -> dict:
         codec="gzip",
     )
 
+    # format 1.1: the same float16 file, now with the README dataset and description attributes
+    labels = np.array([i % C for i in range(N)], dtype=np.int64)
+    rows = {"layer2": mean_views(view_fingerprints(R2, 8, 11)), "layer3": mean_views(view_fingerprints(R3, 8, 12))}
+    _write(
+        outdir / FILES_1_1[0],
+        layers=[LayerSpec("layer2", "avg", D, R2, 1), LayerSpec("layer3", "avg", D, R3, 0)],
+        labels=labels,
+        rows=rows,
+        tables=("sample", "class"),
+        dtype="float16",
+        codec="none",
+        accuracy=Accuracy(top1=0.75, measured_on="views", count=96),
+        version="1.1",
+    )
+    # 1.1, int8 with scales, gzip, a subset: samples 20..31 of a source split of 50
+    labels = np.array([1, 0, 2, 2, 1, 0, 0, 1, 2, 1, 0, 2], dtype=np.int64)
+    R = make_projection(D, R_WIDTH, 4)
+    _write(
+        outdir / FILES_1_1[1],
+        layers=[LayerSpec("layer3", "avg", D, R, 4)],
+        labels=labels,
+        rows={"layer3": mean_views(view_fingerprints(R, 8, 15))},
+        tables=("sample", "class"),
+        dtype="int8",
+        codec="gzip",
+        version="1.1",
+        subset=SUBSET,
+    )
+
+    # format 1.2: a resized-crop replay file (view_params int32 [N, 2, 5]) and a center one (K = 1)
+    from fpkit.views import CenterPolicy, ResizedCropPolicy, views_for
+
+    for name, policy, k, seed in (
+        (FILES_1_2[0], ResizedCropPolicy(16), 2, 16),
+        (FILES_1_2[1], CenterPolicy(16, 18), 1, 17),
+    ):
+        labels = np.array([i % C for i in range(N)], dtype=np.int64)
+        R = make_projection(D, R_WIDTH, 5)
+        v = view_fingerprints(R, k, seed)
+        images = [np.zeros((3, h, w), dtype=np.uint8) for h, w in SIZES]
+        vp = views_for(policy, np.arange(N), k, 7, images)  # the samplers of section 5, seed 7
+        _write(
+            outdir / name,
+            layers=[LayerSpec("layer3", "avg", D, R, 5)],
+            labels=labels,
+            rows={"layer3": mean_views(v)},
+            views={"layer3": v},
+            view_params=vp,
+            k=k,
+            tables=("sample", "class"),
+            dtype="float16",
+            codec="none",
+            version="1.2",
+            policy=policy,
+        )
+
     from fpkit.format import open_fingerprints
 
     for name in FILES:
@@ -193,6 +269,7 @@ def make_all(outdir: str | Path) -> dict:
             "class_counts": fp.class_counts.tolist(),
             "view_params": None if fp.view_params is None else fp.view_params.tolist(),
             "labels_sha256": m.dataset.labels_sha256,
+            "subset": None if m.dataset.subset is None else m.dataset.subset.to_json(),
             "order_sha256": m.dataset.order_sha256,
             "layers": layers_doc,
         }

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from ._text import printable_tree
 from .format import FingerprintFile, open_fingerprints
 from .projection import make_projection, projection_sha256
 
@@ -319,7 +320,8 @@ def audit_file(path: str | os.PathLike, *, seed_search: int = SEED_SEARCH) -> di
 
 
 def format_audit(report: dict) -> str:
-    """Human-readable text of :func:`audit_file`'s result."""
+    """Human-readable text of :func:`audit_file`'s result (names from the file escaped: fpkit/_text.py)."""
+    report = printable_tree(report)
     lines = [
         f"{report['path']}: privacy audit (fingerprint format {report['format_version']}, "
         f"{report['num_samples']:,} samples, {report['num_classes']} classes, "

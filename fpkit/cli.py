@@ -13,8 +13,9 @@ import sys
 
 import click
 
+from ._text import printable
 from ._version import __version__
-from .errors import FpkitError
+from .errors import FpkitError, OptionError
 
 
 class _Group(click.Group):
@@ -23,14 +24,20 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except KeyboardInterrupt as e:
             msg = str(e) if isinstance(e, FpkitError) else "interrupted"
-            click.echo(f"fpkit: {msg}", err=True)
+            _say_error(f"fpkit: {msg}")
             ctx.exit(130)
         except FpkitError as e:
-            click.echo(f"fpkit: error: {e}", err=True)
+            _say_error(f"fpkit: error: {e}")
             ctx.exit(1)
         except OSError as e:
-            click.echo(f"fpkit: error: {e}", err=True)
+            _say_error(f"fpkit: error: {e}")
             ctx.exit(1)
+
+
+def _say_error(line: str) -> None:
+    """Print one line on stderr, escaped: messages quote names read from files, which must not
+    reach the terminal as control or escape sequences, nor split the line (fpkit/_text.py)."""
+    click.echo(printable(line), err=True)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -54,6 +61,25 @@ class _Views(click.ParamType):
         return k
 
 
+def _normalize(ctx, param, value: str | None) -> str | None:
+    from .normalization import parse_normalize  # no torch: checked before anything is loaded
+
+    if value is not None:
+        try:
+            parse_normalize(value)
+        except OptionError as e:
+            raise click.BadParameter(str(e)) from e
+    return value
+
+
+_CHECKPOINT_KEY = (
+    "Which weights of a TEACHER checkpoint to load: an entry of the checkpoint dict, optionally followed by a key "
+    "prefix inside it (state_dict: timm's plain weights instead of its EMA ones; state_dict.teacher: the teacher of a "
+    "Lightning distillation checkpoint). Default: EMA weights if present, else model/state_dict/model_state_dict/net, "
+    "with a trainer's key prefix (module., _orig_mod., model.) stripped when that makes the keys fit."
+)
+
+
 def _tables(ctx, param, value: str) -> tuple[str, ...]:
     parts = tuple(p.strip() for p in value.split(",") if p.strip())
     bad = [p for p in parts if p not in ("sample", "class")]
@@ -62,12 +88,25 @@ def _tables(ctx, param, value: str) -> tuple[str, ...]:
     return parts
 
 
-@main.command()
+def _pair(ctx, param, value: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(x) for x in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give two numbers LO,HI, e.g. 0.08,1.0") from None
+    return lo, hi
+
+
+@main.command(short_help="Run TEACHER once over DATASET and write its fingerprint file.")
 @click.argument("teacher", default="embedded")
-@click.argument("dataset", default="embedded")
+@click.argument("dataset", default=None, required=False)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output .h5 (default: TEACHER-DATASET-SPLIT.h5).")
 @click.option("--force", is_flag=True, help="Replace an existing output (and discard an interrupted build).")
-@click.option("--resume", is_flag=True, help="Continue an interrupted build from its last finished chunk.")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue an interrupted build from its last finished chunk (or, if the output is complete, "
+    "remove a leftover work folder).",
+)
 @click.option(
     "--root",
     default="data",
@@ -79,14 +118,17 @@ def _tables(ctx, param, value: str) -> tuple[str, ...]:
     "--split",
     type=click.Choice(["train", "test"]),
     default=None,
-    help="Dataset split to fingerprint (default: train; test for the embedded sample).",
+    help="Dataset split to fingerprint (default: train; test for the embedded sample). For imagefolder:PATH, "
+    "PATH/SPLIT (default PATH/train if it exists, else PATH itself; imagefolder:PATH/test is split test).",
 )
 @click.option("--no-download", is_flag=True, help="Never try to download a missing dataset.")
 @click.option(
     "--normalize",
     default=None,
-    help="Input normalisation: cifar10, cifar100, fashionmnist, imagenet, none "
-    "or 'm1,m2,m3:s1,s2,s3' (default: the dataset's).",
+    callback=_normalize,
+    help="Input normalisation: cifar10, cifar100, fashionmnist, imagenet, none or 'm1,m2,m3:s1,s2,s3' "
+    "(default: the mean/std the TEACHER checkpoint records, else the dataset's own; an image folder "
+    "without either gets ImageNet's, with a warning). A value that differs from the checkpoint's is warned about.",
 )
 @click.option(
     "--arch",
@@ -95,6 +137,7 @@ def _tables(ctx, param, value: str) -> tuple[str, ...]:
     "package.module:callable (default: inferred for CIFAR ResNets).",
 )
 @click.option("--num-classes", type=int, default=None, help="Classifier width, if it cannot be read from the weights.")
+@click.option("--checkpoint-key", default=None, metavar="ENTRY[.PREFIX]", help=_CHECKPOINT_KEY)
 @click.option(
     "--layer",
     "layers",
@@ -119,6 +162,18 @@ def _tables(ctx, param, value: str) -> tuple[str, ...]:
 @click.option("--view-seed", type=int, default=None, help="Seed of the random views (default 0).")
 @click.option("--padding", type=int, default=4, show_default=True, help="Zero padding of the random crop, pixels.")
 @click.option("--no-flip", is_flag=True, help="Views without horizontal flips.")
+@click.option(
+    "--policy",
+    type=click.Choice(["pad-crop", "resized-crop", "center"]),
+    default="pad-crop",
+    show_default=True,
+    help="Views: pad-crop (CIFAR: zero padding, crop, flip; images of one size), resized-crop (ImageNet: "
+    "RandomResizedCrop + flip, images of any size) or center (Resize + CenterCrop, one view).",
+)
+@click.option("--image-size", type=int, default=224, show_default=True, help="resized-crop, center: view size.")
+@click.option("--resize", type=int, default=None, help="center: shorter side before the crop (default size*8/7).")
+@click.option("--scale", default="0.08,1.0", show_default=True, callback=_pair, help="resized-crop: area range.")
+@click.option("--ratio", default="0.75,1.3333333333333333", callback=_pair, help="resized-crop: aspect range.")
 @click.option("--replay", is_flag=True, help="Also store every view's fingerprint and crop/flip for exact replay.")
 @click.option(
     "--tables",
@@ -145,9 +200,10 @@ def _tables(ctx, param, value: str) -> tuple[str, ...]:
 @click.option(
     "--batch-size",
     type=int,
-    default=512,
-    show_default=True,
-    help="Views per teacher forward pass (512 suits GPUs; on a CPU also try 64).",
+    default=None,
+    help="Views (not images) per teacher forward pass (default: 64 on a CPU, 512 on CUDA; a --resume "
+    "keeps the batch the build started with): each image gives --views views, so a batch holds "
+    "batch-size / views images.",
 )
 @click.option("--num-workers", type=int, default=0, show_default=True, help="DataLoader workers decoding images.")
 @click.option(
@@ -161,7 +217,8 @@ def _tables(ctx, param, value: str) -> tuple[str, ...]:
     type=click.Choice(["auto", "avg", "token_mean", "token_cls", "none"]),
     default="auto",
     show_default=True,
-    help="How a layer's output becomes a vector (auto: avg for maps, token mean for tokens).",
+    help="How a layer's output becomes a vector (auto: the architecture's, e.g. token_cls for a torchvision "
+    "ViT's encoder; else avg for maps, token mean for tokens).",
 )
 @click.option("--redact", is_flag=True, help="Leave R and its seed out of the file (relational loss only).")
 @click.option(
@@ -169,23 +226,44 @@ def _tables(ctx, param, value: str) -> tuple[str, ...]:
     is_flag=True,
     help="Allow a TEACHER that runs code when loaded (pickled module, TorchScript, torch.export).",
 )
-@click.option("--chunk-size", type=int, default=1024, show_default=True, help="Samples per resumable chunk.")
+@click.option(
+    "--chunk-size",
+    type=int,
+    default=None,
+    help="Samples per resumable chunk (default: min(1024, ceil(N/8)), so that an interrupted build "
+    "keeps its finished chunks even on a small dataset; --resume keeps the size the build started with).",
+)
+@click.option(
+    "--samples",
+    default=None,
+    metavar="START:STOP",
+    help="Fingerprint only samples START..STOP-1 of the split (e.g. 0:5000, :5000, 100:); recorded in "
+    "the file, so that FingerprintDataset pairs it with the whole split or with exactly those samples.",
+)
+@click.option("--limit", type=int, default=None, metavar="N", help="The first N samples only: --samples 0:N.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 def build(no_flip, no_download, quiet, as_json, **options):
     """Run TEACHER once over DATASET and write its fingerprint file.
 
     TEACHER: a state_dict / checkpoint (.pt, .pth) or .safetensors file, or 'embedded' (a small
-    CIFAR-10 ResNet-8 shipped with fpkit).  DATASET: cifar10, cifar100, fashionmnist,
+    CIFAR-10 ResNet-8 shipped with fpkit; the default).  DATASET: cifar10, cifar100, fashionmnist,
     imagefolder:PATH, synthetic[:N[xC]] or 'embedded' (500 CIFAR-10 test images shipped with fpkit).
+    DATASET is required with a TEACHER file; only the embedded teacher defaults to the embedded sample.
     """
-    from .build import BuildOptions
-    from .build import build as run_build
+    from .inputs import check_inputs
 
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    # every other option has the name of its BuildOptions field
-    opts = BuildOptions(**options, flip=not no_flip, download=not no_download)
-    res = run_build(opts, quiet=quiet)
+    try:
+        check_inputs(options["teacher"], options["dataset"], options["checkpoint_key"])  # before torch is imported
+        from .build import BuildOptions
+        from .build import build as run_build
+
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+        # every other option has the name of its BuildOptions field
+        opts = BuildOptions(**options, flip=not no_flip, download=not no_download)
+        res = run_build(opts, quiet=quiet)
+    except OptionError as e:  # a bad option value is a usage error, as click's own (exit 2)
+        raise click.UsageError(str(e)) from e
     if as_json:
         d = {k: (str(v) if k == "path" else v) for k, v in res.__dict__.items()}
         click.echo(json.dumps(d, indent=2))
@@ -195,14 +273,15 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-@main.command()
+@main.command(short_help="Summarise a fingerprint FILE: provenance, teacher, dataset, normalisation, layers, sizes.")
 @click.argument("file", type=click.Path(dir_okay=True))
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout (nothing else there).")
 @click.option(
     "--plot",
     type=click.Path(dir_okay=False),
     default=None,
-    help="Also write a PNG picture: per-class cosine similarity and samples' cosine to their class.",
+    help="Also write a picture in the format its suffix names (.png, .jpg, .svg, .pdf, ...): per-class "
+    "cosine similarity (colours scaled to the file's range) and samples' cosine to their class.",
 )
 @click.option("--layer", default=None, help="Layer to plot (default: the first).")
 def inspect(file, as_json, plot, layer):
@@ -210,17 +289,21 @@ def inspect(file, as_json, plot, layer):
     from .format import open_fingerprints
     from .summary import format_summary, summarize
 
+    if plot:  # check the picture's name (format, folder) before any work or output
+        from .plot import plot_file, plot_format
+
+        plot_format(plot)
     fp = open_fingerprints(file)
+    if plot:
+        fp.layer(layer)
     s = summarize(fp)
     click.echo(json.dumps(s, indent=2) if as_json else format_summary(s))
     if plot:
-        from .plot import plot_file
-
         plot_file(fp, plot, layer)
         click.echo(f"fpkit: wrote {plot}", err=True)
 
 
-@main.command()
+@main.command(short_help="Check FILE completely; exit 0 only if it is intact.")
 @click.argument("file", type=click.Path(dir_okay=True))
 @click.option("--json", "as_json", is_flag=True, help='Print {"ok": ..., "problems": [...]} on stdout.')
 def verify(file, as_json):
@@ -231,13 +314,13 @@ def verify(file, as_json):
     if as_json:
         click.echo(json.dumps({"path": file, "ok": not problems, "problems": problems}, indent=2))
     elif not problems:
-        click.echo(f"{file}: OK")
+        click.echo(printable(f"{file}: OK"))
     for p in problems:
-        click.echo(f"fpkit: error: {p}", err=True)
+        _say_error(f"fpkit: error: {p}")
     sys.exit(1 if problems else 0)
 
 
-@main.command()
+@main.command(short_help="Report what FILE reveals about the teacher's features.")
 @click.argument("file", type=click.Path(dir_okay=True))
 @click.option("--json", "as_json", is_flag=True, help="Print the audit as JSON on stdout.")
 def audit(file, as_json):
@@ -249,14 +332,26 @@ def audit(file, as_json):
     click.echo(json.dumps(report, indent=2) if as_json else format_audit(report))
 
 
-@main.command()
+@main.command(short_help="List the module names of TEACHER that --layer can tap.")
 @click.argument("teacher")
 @click.option("--arch", default=None, help="Architecture of a weights-only TEACHER.")
 @click.option("--num-classes", type=int, default=None, help="Classifier width, if it cannot be read from the weights.")
 @click.option("--in-channels", type=int, default=3, show_default=True, help="Input channels (1 for Fashion-MNIST).")
 @click.option("--trust-teacher-code", is_flag=True, help="Allow a TEACHER that runs code when loaded.")
-def layers(teacher, arch, num_classes, in_channels, trust_teacher_code):
-    """List the module names of TEACHER that --layer can tap (the default is marked *)."""
+@click.option("--checkpoint-key", default=None, metavar="ENTRY[.PREFIX]", help=_CHECKPOINT_KEY)
+def layers(teacher, arch, num_classes, in_channels, trust_teacher_code, checkpoint_key):
+    """List the module names of TEACHER that --layer can tap (the default is marked *, with its pooling where the
+    architecture table names one).
+
+    The architecture loaded (recognised from the weights, or --arch) and any notes on how the
+    weights were read go to stderr; the list goes to stdout.
+    """
+    from .inputs import check_teacher
+
+    try:
+        check_teacher(teacher, checkpoint_key)  # before torch is imported
+    except OptionError as e:
+        raise click.UsageError(str(e)) from e
     from .errors import ConfigError
     from .features import default_layer, list_layers, tap_refusal
     from .teachers import load_embedded_teacher, load_teacher
@@ -265,19 +360,37 @@ def layers(teacher, arch, num_classes, in_channels, trust_teacher_code):
         load_embedded_teacher()
         if teacher == "embedded"
         else load_teacher(
-            teacher, arch=arch, num_classes=num_classes, in_channels=in_channels, trust_code=trust_teacher_code
+            teacher,
+            arch=arch,
+            num_classes=num_classes,
+            in_channels=in_channels,
+            trust_code=trust_teacher_code,
+            checkpoint_key=checkpoint_key,
         )
     )
     refusal = tap_refusal(t.model)
     if refusal:
         raise ConfigError(refusal)
+    for note in t.notes:
+        _say_error(f"fpkit: note: {note}")
+    if arch:
+        how = "as --arch names"
+    elif t.source_kind in ("state_dict", "safetensors", "embedded"):
+        how = "recognised from the checkpoint"
+    else:
+        how = f"a {t.source_kind.replace('_', ' ')}"
+    _say_error(
+        f"fpkit: teacher architecture {t.arch} ({how}), "
+        f"{t.num_classes if t.num_classes is not None else '?'} classes, {t.num_params:,} parameters"
+    )
     try:
         default = t.default_layer or default_layer(t.model)
     except ConfigError:  # no classifier to find: list the names, none marked, and say so
         default = None
         click.echo("fpkit: no default layer could be guessed (no final Linear); pass --layer to build", err=True)
     for name, kind in list_layers(t.model):
-        click.echo(f"{'*' if name == default else ' '} {name}  {kind}")
+        mark = f"  (default, {t.default_pooling} pooling)" if name == default and t.default_pooling else ""
+        click.echo(printable(f"{'*' if name == default else ' '} {name}  {kind}{mark}"))
 
 
 if __name__ == "__main__":  # pragma: no cover

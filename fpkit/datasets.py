@@ -10,6 +10,7 @@ training code wraps with :class:`fpkit.FingerprintDataset`.
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -17,17 +18,14 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from .errors import ConfigError, FormatError, FpkitFileNotFoundError
+from .images import header_size, read_images
+from .normalization import FALLBACK, NORMALIZE, parse_normalize  # noqa: F401  (their home is fpkit.normalization)
 
-# Channel statistics of each training split (RepDistiller's constants for CIFAR-100).
-NORMALIZE: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "cifar100": ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),
-    "fashionmnist": ((0.2860,), (0.3530,)),
-    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-}
+FOLDER_SPLITS = ("train", "test", "val")
+"""Folder names an image folder's split is read from (``imagefolder:PATH/test``: split ``test``)."""
 DATASET_NAMES = ("cifar10", "cifar100", "fashionmnist", "imagefolder:PATH", "synthetic[:N[xC]]", "embedded")
 
 
@@ -69,10 +67,12 @@ class ImageSource:
     labels: np.ndarray
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    image_shape: tuple[int, int, int]  # C, H, W
+    image_shape: tuple[int, int | None, int | None]  # C, H, W (H, W None: images of varied sizes)
+    own_stats: bool = True  # mean/std are the dataset's own (False: an image folder's ImageNet guess)
     _array: np.ndarray | None = field(default=None, repr=False)  # [N, H, W, C] or [N, H, W] uint8
     _make_torch: Callable[..., torch.utils.data.Dataset] | None = field(default=None, repr=False)
     _plain: torch.utils.data.Dataset | None = field(default=None, repr=False)
+    _files: list[str] | None = field(default=None, repr=False)  # an image folder's files, read by index
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -96,6 +96,31 @@ class ImageSource:
             t = t.unsqueeze(-1)
         return t.permute(0, 3, 1, 2)
 
+    @property
+    def varied(self) -> bool:
+        """True when the images may differ in size (H, W unknown): read them with :meth:`get_images`."""
+        return self.image_shape[1] is None
+
+    def allow_varied_sizes(self) -> None:
+        """Mark an image folder's images as possibly of varied sizes (for the resized-crop and
+        center policies): its identity then records H and W as null, and batches are lists."""
+        if self._files is not None:
+            self.image_shape = (self.image_shape[0], None, None)
+
+    def get_images(self, indices: Sequence[int]) -> list[torch.Tensor]:
+        """uint8 [C, H_i, W_i] of each image at ``indices`` (CPU), of any sizes; an image folder's
+        files are decoded as one batch (:func:`fpkit.images.read_images`)."""
+        if self._files is not None:
+            return read_images([self._files[int(i)] for i in indices])
+        return list(ImageSource.get_batch(self, indices).unbind(0))  # not a subclass's offset
+
+    def sizes_vary(self) -> bool:
+        """Whether an image folder holds images of more than one size (reads every file's header)."""
+        if self._files is None:
+            return False
+        first = header_size(self._files[0])
+        return any(header_size(f) != first for f in self._files[1:])
+
     def _pixels(self, ds, i: int) -> np.ndarray:
         img = ds[i][0]
         arr = np.asarray(img, dtype=np.uint8)
@@ -104,7 +129,8 @@ class ImageSource:
         if got != (h, w):
             raise FormatError(
                 f"{self.name}: image {i} is {got[1]}x{got[0]} pixels but the first is {w}x{h}; "
-                "fingerprint views need images of one size: resize the folder first"
+                "pad-crop views need images of one size: pass --policy resized-crop (or center), "
+                "or resize the folder first"
             )
         return arr
 
@@ -154,7 +180,8 @@ class BatchFetch(torch.utils.data.Dataset):
 
     def __getitem__(self, idx: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         idx = np.asarray(idx, dtype=np.int64)
-        return self.source.get_batch(idx), torch.from_numpy(idx)
+        images = self.source.get_images(idx) if self.source.varied else self.source.get_batch(idx)
+        return images, torch.from_numpy(idx)
 
     def __len__(self) -> int:
         return len(self.source)
@@ -171,17 +198,28 @@ def open_source(
     """Open a dataset split by name (see :data:`DATASET_NAMES`).
 
     Args:
-        name: dataset name; ``imagefolder:PATH`` reads ``PATH/<split>`` if it exists, else PATH.
+        name: dataset name; ``imagefolder:PATH`` reads ``PATH/<split>`` if it exists, else PATH
+            (see :func:`_imagefolder` for the name and split it records).
         root: folder holding (or to receive) torchvision datasets.
-        split: "train" or "test"; None for the dataset's default (train; test for "embedded").
+        split: "train" or "test"; None for the dataset's default (train; test for "embedded"; for
+            an image folder, ``PATH/train`` if it exists, else the folder itself).
         download: let torchvision download a missing dataset (needs internet).
         normalize: a preset name (cifar10, cifar100, fashionmnist, imagenet, none) or
-            "m1,m2,m3:s1,s2,s3"; default: the dataset's own statistics (imagenet for folders).
+            "m1,m2,m3:s1,s2,s3"; default: the dataset's own statistics (imagenet for folders,
+            with ``own_stats`` False).
 
     Raises:
-        ConfigError: unknown name or split.  FpkitFileNotFoundError: data missing offline.
+        ConfigError: unknown name or split (OptionError: a malformed ``normalize``).
+        FpkitFileNotFoundError: data missing offline.
     """
     key = name.lower()
+    if key.startswith("imagefolder:"):
+        from .images import imagefolder_source
+
+        src = imagefolder_source(Path(name.split(":", 1)[1]), split)
+        if normalize is not None:
+            src.mean, src.std = parse_normalize(normalize, channels=src.image_shape[0])
+        return src
     if split is None:
         split = "test" if key == "embedded" else "train"
     if split not in ("train", "test"):
@@ -190,8 +228,6 @@ def open_source(
         src = _cifar(key, Path(root), split, download)
     elif key == "fashionmnist":
         src = _fashionmnist(Path(root), split, download)
-    elif key.startswith("imagefolder:"):
-        src = _imagefolder(Path(name.split(":", 1)[1]), split)
     elif key == "synthetic" or key.startswith("synthetic:"):
         src = _synthetic(key, split)
     elif key == "embedded":
@@ -201,26 +237,6 @@ def open_source(
     if normalize is not None:
         src.mean, src.std = parse_normalize(normalize, channels=src.image_shape[0])
     return src
-
-
-def parse_normalize(spec: str, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Parse a normalisation preset or "m1,m2,m3:s1,s2,s3" (raises ConfigError)."""
-    if spec == "none":
-        return (0.0,) * channels, (1.0,) * channels
-    if spec in NORMALIZE:
-        mean, std = NORMALIZE[spec]
-    else:
-        try:
-            m, s = spec.split(":")
-            mean = tuple(float(x) for x in m.split(","))
-            std = tuple(float(x) for x in s.split(","))
-        except ValueError as e:
-            raise ConfigError(
-                f"normalisation {spec!r} is neither a preset ({', '.join(NORMALIZE)}, none) nor 'm1,m2,m3:s1,s2,s3'"
-            ) from e
-    if len(mean) != channels or len(std) != channels or min(std) <= 0 or not np.isfinite(mean + std).all():
-        raise ConfigError(f"normalisation {spec!r} needs {channels} finite means and {channels} finite positive stds")
-    return tuple(mean), tuple(std)
 
 
 def _cifar(key: str, root: Path, split: str, download: bool) -> ImageSource:
@@ -281,9 +297,19 @@ def _fashionmnist(root: Path, split: str, download: bool) -> ImageSource:
 
 
 def _torchvision_open(open_fn, key: str, folder: Path, root: Path, download: bool):
+    made = _missing_parents(root)  # torchvision creates root (and more) before downloading
+    present = folder.is_dir() and any(p.is_file() for p in folder.iterdir())
     try:
         return open_fn()
     except (RuntimeError, OSError) as e:  # torchvision: "Dataset not found"; URLError is an OSError
+        if made is not None:  # a failed open leaves no folder behind
+            shutil.rmtree(made, ignore_errors=True)
+        if present and not download:
+            raise FpkitFileNotFoundError(
+                f"{key}: the files in {folder} are there but fail torchvision's checksum (damaged, "
+                "incomplete or another version); delete that folder and run again without --no-download "
+                "to download them afresh, or put intact torchvision files there"
+            ) from e
         why = (
             f"could not be downloaded ({type(e).__name__}: {str(e)[:80]})"
             if download
@@ -295,49 +321,47 @@ def _torchvision_open(open_fn, key: str, folder: Path, root: Path, download: boo
         ) from e
 
 
-def _imagefolder(path: Path, split: str) -> ImageSource:
-    from torchvision import datasets
+def _missing_parents(path: Path) -> Path | None:
+    """The outermost of ``path`` and its parents that does not exist yet (None if ``path`` exists)."""
+    made = None
+    for p in (path, *path.parents):
+        if p.exists():
+            break
+        made = p
+    return made
 
-    folder = path / split if (path / split).is_dir() else path
-    if not folder.is_dir():
+
+def folder_split(path: Path, split: str | None) -> tuple[Path, str, str]:
+    """Where an image folder's images are, and the dataset name and split that describe them truly.
+
+    * ``PATH/<split>`` exists (``split`` given, or ``train`` by default): name ``imagefolder:PATH``,
+      that split.
+    * PATH is itself a split folder (its last name is train, test or val; a given ``split`` must
+      match it): name ``imagefolder:PARENT``, split that name, so that ``imagefolder:D/test``
+      records ``D`` + ``test``.
+    * otherwise (no ``split`` given): name ``imagefolder:PATH``, split ``all``, the whole folder.
+
+    Raises:
+        FpkitFileNotFoundError: PATH does not exist.
+        ConfigError: ``split`` is given but neither ``PATH/<split>`` nor PATH itself is that split.
+    """
+    if not path.is_dir():
         raise FpkitFileNotFoundError(
-            f"image folder {folder} does not exist; give imagefolder:PATH with "
+            f"image folder {path} does not exist; give imagefolder:PATH with "
             "PATH/<class>/<image> or PATH/<split>/<class>/<image>"
         )
-    try:
-        probe = datasets.ImageFolder(str(folder))
-    except (FileNotFoundError, RuntimeError) as e:
-        raise FpkitFileNotFoundError(f"no images found under {folder} ({e}); expected {folder}/<class>/<image>") from e
-
-    def make(transform=None, target_transform=None):
-        return datasets.ImageFolder(
-            str(folder), transform=transform, target_transform=target_transform, loader=_rgb_loader
+    want = split or "train"
+    if (path / want).is_dir():
+        return path / want, f"imagefolder:{path}", want
+    if path.name in FOLDER_SPLITS and split in (None, path.name):
+        return path, f"imagefolder:{path.parent}", path.name
+    if split is not None:
+        raise ConfigError(
+            f"image folder {path} has no {split!r} subfolder and is not itself named {split!r}; "
+            f"leave --split out to fingerprint {path} as it is, or give imagefolder:PATH for the folder "
+            f"holding {split}/"
         )
-
-    first = np.asarray(_rgb_loader(probe.samples[0][0]))
-    h, w = first.shape[:2]
-    mean, std = NORMALIZE["imagenet"]
-    return ImageSource(
-        f"imagefolder:{folder}",
-        split,
-        list(probe.classes),
-        np.asarray(probe.targets, dtype=np.int64),
-        mean,
-        std,
-        (3, h, w),
-        _make_torch=make,
-    )
-
-
-def _rgb_loader(path: str) -> Image.Image:
-    """Open an image file as RGB (raises FormatError naming the file if it is not a readable image)."""
-    try:
-        with open(path, "rb") as fh:
-            return Image.open(fh).convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:  # PIL raises all of these
-        if isinstance(e, (FileNotFoundError, PermissionError)):
-            raise
-        raise FormatError(f"{path} is not a readable image ({type(e).__name__}); remove or replace it") from e
+    return path, f"imagefolder:{path}", "all"
 
 
 def _synthetic(key: str, split: str) -> ImageSource:

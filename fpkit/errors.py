@@ -54,6 +54,11 @@ class ConfigError(FpkitError, ValueError):
     """An argument or option is invalid (bad layer name, r <= 0, unknown dataset...)."""
 
 
+class OptionError(ConfigError):
+    """An option's value is invalid in itself (``--r 0``, a malformed ``--normalize``): a usage error,
+    on which the command line exits 2 as it does for the values it rejects while parsing."""
+
+
 class NonFiniteError(FpkitError, ArithmeticError):
     """A model produced NaN or infinite values; the message names the sample indices."""
 
@@ -70,6 +75,7 @@ __all__ = [
     "FpkitPermissionError",
     "UntrustedCodeError",
     "ConfigError",
+    "OptionError",
     "NonFiniteError",
 ]
 

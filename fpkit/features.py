@@ -114,6 +114,10 @@ LAYER_TYPES_ATTR = "_fpkit_layer_types"
 compiled model was built from (a ``torch.export`` program's submodules are all
 ``InterpreterModule``); :func:`list_layers` shows these names and :func:`default_layer` reads them."""
 
+LAYER_POOLINGS_ATTR = "_fpkit_layer_poolings"
+"""Attribute a loader may set on a model: ``{module name: pooling}``, what ``"auto"`` pooling means
+for that layer (a torchvision ViT's ``encoder``: ``token_cls``); read by :func:`layer_pooling`."""
+
 NOT_TAPPABLE_ATTR = "_fpkit_not_tappable"
 """Attribute a loader may set on a model whose submodules cannot be tapped: the one-line reason and
 fix, raised as :class:`ConfigError` by :class:`LayerTap`, :func:`list_layers` and
@@ -155,6 +159,22 @@ def _layer_types(model: nn.Module) -> dict[str, str]:
     return types if isinstance(types, dict) else {}
 
 
+def layer_pooling(model: nn.Module, name: str, ndim: int, pooling: str = "auto") -> str:
+    """The concrete pooling of layer ``name`` of ``model`` for an output of rank ``ndim``.
+
+    As :func:`resolve_pooling`, except that ``"auto"`` first takes the pooling the model's loader
+    set for this layer (:data:`LAYER_POOLINGS_ATTR`), e.g. ``token_cls`` for the ``encoder`` of a
+    torchvision ViT, which classifies from its class token.
+
+    Raises:
+        ConfigError: unknown pooling name, or a pooling that does not fit ``ndim``.
+    """
+    preset = getattr(model, LAYER_POOLINGS_ATTR, None)
+    if pooling == "auto" and isinstance(preset, dict) and isinstance(preset.get(name), str):
+        pooling = preset[name]
+    return resolve_pooling(ndim, pooling)
+
+
 def _is_linear(model: nn.Module, name: str, module: nn.Module) -> bool:
     if isinstance(module, nn.Linear):
         return True
@@ -191,12 +211,20 @@ class LayerTap:
     Works under ``torch.no_grad`` and autocast; captured tensors keep their autograd graph
     (the student needs it).  Tensors are kept only for the duration of one ``__call__`` and
     cleared afterwards; a plain ``model(x)`` while the tap is open captures nothing.  If a
-    module returns a tuple or list, element 0 is captured; if a module runs more than once in
-    one forward pass (a shared module), its last output is captured.
+    module returns a tuple or list, element 0 is captured.
+
+    A module may run more than once in one forward pass (a module reused inside its parent, such
+    as the one ``relu`` of a CIFAR ResNet's BasicBlock, which runs twice).  :attr:`calls` holds
+    how often each tapped module ran in the last forward.  With ``repeated="last"`` (the default,
+    used on the student side) the last call's output is captured; with ``repeated="error"``
+    (used by ``fpkit build``) a repeated module is refused with a :class:`ConfigError` naming the
+    nearest enclosing module that ran once.  A fingerprint file therefore always holds a layer
+    that ran once in its teacher, so no teacher-side choice of call exists for a student to match.
     """
 
-    def __init__(self, model: nn.Module, layers: Sequence[str]):
-        """Register forward hooks on ``model``'s modules named in ``layers`` (dotted names).
+    def __init__(self, model: nn.Module, layers: Sequence[str], repeated: str = "last"):
+        """Register forward hooks on ``model``'s modules named in ``layers`` (dotted names);
+        ``repeated`` is "last" or "error" (see the class).
 
         Raises:
             ConfigError: empty or duplicate layer list, a name that is not a submodule
@@ -210,9 +238,14 @@ class LayerTap:
             raise ConfigError("LayerTap needs at least one layer name; pass e.g. ['layer3']")
         if len(set(layers)) != len(layers):
             raise ConfigError(f"duplicate layer names in {layers}; list each layer once")
+        if repeated not in ("last", "error"):
+            raise ConfigError(f"repeated must be 'last' or 'error', got {repeated!r}")
         _require_tappable(model)
         self.model = model
         self.layers: tuple[str, ...] = tuple(layers)
+        self.repeated = repeated
+        self.calls: dict[str, int] = {}
+        """How many times each tapped module (and each module enclosing one) ran in the last forward."""
         self._store: dict[str, torch.Tensor] = {}
         self._active = False
         self._handles: list[Any] = []
@@ -228,16 +261,47 @@ class LayerTap:
                 raise _unknown_layer_error(model, name) from None
         for name, module in zip(self.layers, modules):
             self._handles.append(module.register_forward_hook(self._make_hook(name)))
+        counted = set(self.layers)  # enclosing modules are counted too, to name one that runs once
+        for name in self.layers:
+            parent = name.rpartition(".")[0]
+            while parent:
+                if parent not in counted:
+                    counted.add(parent)
+                    hook = self._make_counter(parent)
+                    self._handles.append(model.get_submodule(parent).register_forward_hook(hook))
+                parent = parent.rpartition(".")[0]
+
+    def _make_counter(self, name: str):
+        def hook(_module: nn.Module, _inputs: Any, _output: Any) -> None:
+            if self._active:
+                self.calls[name] = self.calls.get(name, 0) + 1
+
+        return hook
 
     def _make_hook(self, name: str):
         def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
             if not self._active:
                 return
+            self.calls[name] = self.calls.get(name, 0) + 1
             if isinstance(output, (tuple, list)) and output:
                 output = output[0]
             self._store[name] = output
 
         return hook
+
+    def _repeated_error(self, name: str) -> ConfigError:
+        parent = name.rpartition(".")[0]
+        while parent and self.calls.get(parent, 0) != 1:
+            parent = parent.rpartition(".")[0]
+        hint = (
+            f"tap a module that runs once, e.g. {parent!r}, which contains it"
+            if parent
+            else "tap a module that runs once"
+        )
+        return ConfigError(
+            f"layer {name!r} runs {self.calls[name]} times in one forward pass (the module is reused), so "
+            f"its output is ambiguous; {hint} (list the names with `fpkit layers TEACHER`)"
+        )
 
     @property
     def closed(self) -> bool:
@@ -254,6 +318,7 @@ class LayerTap:
         if self.closed:
             raise ConfigError("this LayerTap is closed; create a new LayerTap to tap the model again")
         self._store.clear()
+        self.calls = {}
         self._active = True
         try:
             output = self.model(x, *args, **kwargs)
@@ -267,6 +332,8 @@ class LayerTap:
                 raise ConfigError(
                     f"layer {name!r} did not run during the forward pass; tap a module on the path from input to output"
                 )
+            if self.repeated == "error" and self.calls[name] > 1:
+                raise self._repeated_error(name)
             value = captured[name]
             if not isinstance(value, torch.Tensor):
                 raise ConfigError(
@@ -370,6 +437,7 @@ __all__ = [
     "POOLINGS",
     "pool_features",
     "resolve_pooling",
+    "layer_pooling",
     "project_features",
     "LayerTap",
     "default_layer",

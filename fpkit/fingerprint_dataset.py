@@ -2,7 +2,10 @@
 
 The wrapped dataset must yield ``(image, label)`` in the order the file was built from (for
 fpkit's own sources, :meth:`fpkit.datasets.ImageSource.torch_dataset` gives exactly that), without
-transforms of its own; ``transform`` is applied here.  Construction checks that the dataset is
+transforms of its own; ``transform`` is applied here.  A file built from part of a split
+(``fpkit build --samples A:B`` or ``--limit N``; ``dataset.subset`` in the file) accepts either the
+whole split, of which item i is then sample ``A + i``, or the samples already cut out (exactly
+the file's N).  Construction checks that the dataset is
 the one the file describes and raises :class:`~fpkit.errors.MismatchError` saying what differs.
 
 The object holds the tables as numpy arrays and no HDF5 handle, so DataLoader workers (fork or
@@ -22,6 +25,7 @@ from PIL import Image
 from .errors import ConfigError, MismatchError
 from .format import FingerprintFile, open_fingerprints
 from .format.digests import labels_sha256, sample_digest
+from .views import Policy, ViewPolicy, policy_from_dict, replay_tensor
 
 
 class FingerprintDataset(torch.utils.data.Dataset):
@@ -29,7 +33,9 @@ class FingerprintDataset(torch.utils.data.Dataset):
 
     Args:
         fp: a fingerprint file path or an opened :class:`FingerprintFile`.
-        dataset: map-style dataset yielding ``(image, label)`` in file order, no transform.
+        dataset: map-style dataset yielding ``(image, label)`` in file order, no transform: the
+            file's N samples, or, for a file built from samples A:B of a split, the whole split
+            (item i is then ``dataset[A + i]``).
         table: "sample" (per-sample fingerprint), "class" (the fingerprint of the label's class),
             or "index" (the target is the sample index, for gathering from a table kept on the
             GPU: see :meth:`target_table`).
@@ -60,6 +66,7 @@ class FingerprintDataset(torch.utils.data.Dataset):
     ):
         self.fp = fp if isinstance(fp, FingerprintFile) else open_fingerprints(fp, load_views=replay)
         self.dataset = dataset
+        self.offset = 0 if table == "class" else _offset(self.fp, len(dataset))  # class rows: any dataset
         self.transform = transform
         self.replay = replay
         if table not in ("sample", "class", "index"):
@@ -73,7 +80,8 @@ class FingerprintDataset(torch.utils.data.Dataset):
             if table != "sample":
                 raise ConfigError("replay returns each view's own fingerprint: use table='sample'")
             self._tables = {n: self.fp.table("views", n) for n in self.layers}
-            self.padding = int(self.fp.metadata.views.policy["padding"])
+            self.policy = policy_from_dict(self.fp.metadata.views.policy)
+            self.padding = getattr(self.policy, "padding", 0)
         elif table != "index":
             self._tables = {n: self.fp.table(table, n) for n in self.layers}
         else:
@@ -84,6 +92,8 @@ class FingerprintDataset(torch.utils.data.Dataset):
     def _check_dataset(self, check_samples: int) -> None:
         fp, ds = self.fp, self.dataset
         where = f"the dataset does not match {fp.path}"
+        if (sub := fp.metadata.dataset.subset) is not None:
+            where += f" (samples {sub.start}:{sub.stop} of a split of {sub.source_num_samples})"
         classes = getattr(ds, "classes", None)
         if classes is not None and list(classes) != fp.classes:
             if len(classes) != fp.num_classes:
@@ -92,22 +102,19 @@ class FingerprintDataset(torch.utils.data.Dataset):
             raise MismatchError(f"{where}: class {i} is {classes[i]!r} there and {fp.classes[i]!r} in the file")
         if self.table_kind == "class":
             return
-        if len(ds) != fp.num_samples:
-            raise MismatchError(
-                f"{where}: it has {len(ds)} samples, the file {fp.num_samples}; "
-                "wrap the same split the file was built from"
-            )
+        a = self.offset
         targets = getattr(ds, "targets", None)
         if targets is not None:
-            labels = np.asarray(targets, dtype=np.int64)
+            labels = np.asarray(targets, dtype=np.int64)[a : a + fp.num_samples]
             if labels_sha256(labels) != fp.metadata.dataset.labels_sha256:
                 i = int(np.nonzero(labels != fp.labels)[0][0])
                 raise MismatchError(
                     f"{where}: label of sample {i} is {labels[i]} there and {fp.labels[i]} in the "
                     "file (a different split, order or relabelling)"
                 )
-        for i in np.unique(np.linspace(0, len(ds) - 1, num=min(check_samples, len(ds))).astype(int)):
-            img, label = ds[int(i)]
+        n = fp.num_samples
+        for i in np.unique(np.linspace(0, n - 1, num=min(check_samples, n)).astype(int)):
+            img, label = ds[a + int(i)]
             if int(label) != int(fp.labels[i]):
                 raise MismatchError(
                     f"{where}: label of sample {i} is {int(label)} there and {fp.labels[i]} in the file"
@@ -127,15 +134,20 @@ class FingerprintDataset(torch.utils.data.Dataset):
 
     # ------------------------------------------------------------------ access
     def __len__(self) -> int:
-        return len(self.dataset)
+        return len(self.dataset) if self.table_kind == "class" else self.fp.num_samples
 
     def __getitem__(self, i: int):
-        img, label = self.dataset[i]
+        if not 0 <= i < len(self):
+            raise IndexError(f"index {i} is out of range for {len(self)} samples")
+        img, label = self.dataset[self.offset + i]
         if self.replay:
             k = self._tables[self.layers[0]].shape[1]
             j = int(torch.randint(k, (1,)).item())
-            top, left, flip = (int(v) for v in self.fp.view_params[i, j])
-            img = replay_view(img, top, left, flip, self.padding)
+            if isinstance(self.policy, ViewPolicy):
+                top, left, flip = (int(v) for v in self.fp.view_params[i, j])
+                img = replay_view(img, top, left, flip, self.padding)
+            else:
+                img = replay_resized(img, self.policy, self.fp.view_params[i, j])
             target = {n: torch.from_numpy(self._tables[n][i, j]) for n in self.layers}
         elif self.table_kind == "index":
             target = {n: i for n in self.layers}
@@ -161,6 +173,23 @@ class FingerprintDataset(torch.utils.data.Dataset):
         return torch.from_numpy(self.fp.projection(layer or self.layers[0]).copy())
 
 
+def _offset(fp: FingerprintFile, size: int) -> int:
+    """Where the file's samples start in a dataset of ``size`` items: 0 when it holds exactly the
+    file's N, the subset's start when it is the whole source split; else MismatchError."""
+    n, sub = fp.num_samples, fp.metadata.dataset.subset
+    if size == n:
+        return 0
+    if sub is not None and size == sub.source_num_samples:
+        return sub.start
+    where = f"the dataset does not match {fp.path}: it has {size} samples"
+    if sub is not None:
+        raise MismatchError(
+            f"{where}, the file holds samples {sub.start}:{sub.stop} of a split of {sub.source_num_samples}; "
+            f"wrap that whole split, or exactly those {n} samples"
+        )
+    raise MismatchError(f"{where}, the file {n}; wrap the same split the file was built from")
+
+
 def replay_view(img: Any, top: int, left: int, flip: int, padding: int) -> Any:
     """Cut one recorded view from a PIL image or HWC uint8 array: zero-pad, crop, maybe mirror."""
     if isinstance(img, np.ndarray):
@@ -168,6 +197,19 @@ def replay_view(img: Any, top: int, left: int, flip: int, padding: int) -> Any:
     w, h = img.size
     out = TF.crop(TF.pad(img, padding, fill=0), top, left, h, w)
     return TF.hflip(out) if flip else out
+
+
+def replay_resized(img: Any, policy: Policy, params: np.ndarray) -> Any:
+    """Cut one recorded resized-crop or center view (format 1.2) with the build's own resize
+    (:func:`fpkit.views.replay_tensor`): a PIL image or HWC uint8 array gives a PIL image, a
+    uint8 [C, H, W] tensor a tensor, with exactly the pixels the teacher saw."""
+    if isinstance(img, torch.Tensor):
+        return replay_tensor(policy, img, params)
+    arr = np.asarray(img, dtype=np.uint8)
+    hwc = arr[..., None] if arr.ndim == 2 else arr
+    out = replay_tensor(policy, torch.from_numpy(np.array(hwc)).permute(2, 0, 1), params)
+    out = out.permute(1, 2, 0).numpy()
+    return Image.fromarray(out[..., 0] if arr.ndim == 2 else out)
 
 
 def _pixels(img: Any) -> np.ndarray | None:

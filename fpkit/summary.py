@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 
+from ._text import printable_tree
+from .diagnose import file_warnings
 from .format import DatasetEntry, FingerprintFile
 
 
 def summarize(fp: FingerprintFile) -> dict:
-    """Provenance, teacher, dataset, views, storage, layers and table sizes (bytes) of ``fp``."""
+    """Provenance, teacher, dataset, views, storage, layers, table sizes (bytes) of ``fp``, and
+    ``warnings``: diagnoses of a probably unintended build (fpkit/diagnose.py)."""
     m = fp.metadata
     layers = []
     for lay, lm in zip(fp.layers, m.layers):
@@ -63,6 +66,7 @@ def summarize(fp: FingerprintFile) -> dict:
         "compute": m.compute.to_json(),
         "storage": m.storage.to_json(),
         "layers": layers,
+        "warnings": file_warnings(fp),
     }
 
 
@@ -73,8 +77,13 @@ def _nbytes(ds: DatasetEntry) -> int:
     return n * {"float32": 4, "float16": 2, "int8": 1, "int16": 2, "int32": 4, "int64": 8, "uint64": 8}[ds.dtype]
 
 
+def _floats(xs) -> str:
+    return "[" + ", ".join(f"{x:g}" for x in xs) + "]"
+
+
 def format_summary(s: dict) -> str:
-    """Human-readable text of :func:`summarize`'s result."""
+    """Human-readable text of :func:`summarize`'s result (names from the file escaped: fpkit/_text.py)."""
+    s = printable_tree(s)
     t, d, v, st = s["teacher"], s["dataset"], s["views"], s["storage"]
     acc = t["accuracy"]
     lines = [
@@ -85,10 +94,11 @@ def format_summary(s: dict) -> str:
         f"from {t['source_kind']}{' (trusted code)' if t['trusted_code'] else ''}",
         "  accuracy    " + (f"top-1 {acc['top1']:.4f} on {acc['count']:,} built views" if acc else "not measured"),
         f"  dataset     {d['name']} / {d['split']}: {d['num_samples']:,} samples, {d['num_classes']} classes, "
-        f"images {'x'.join(map(str, d['image_shape']))}",
+        f"images {'x'.join('?' if x is None else str(x) for x in d['image_shape'])}",
+        f"  normalise   mean {_floats(d['normalize']['mean'])}, std {_floats(d['normalize']['std'])}",
         f"  views       {'all ' if v['count'] == 'all' else ''}{v['per_sample']} per sample"
-        f"{' (random)' if v['count'] != 'all' else ''}, pad {v['policy']['padding']} crop"
-        f"{' + flip' if v['policy']['flip'] else ''}, seed {v['seed']}{', replayable' if v['replay'] else ''}",
+        f"{' (random)' if v['count'] != 'all' else ''}, {_policy(v['policy'])}"
+        f"{' + flip' if v['policy'].get('flip') else ''}, seed {v['seed']}{', replayable' if v['replay'] else ''}",
         f"  storage     {st['dtype']}, codec {st['codec']}; computed on {s['compute']['device']}"
         f"{', autocast ' + s['compute']['autocast'] if s['compute']['autocast'] else ''}",
     ]
@@ -104,4 +114,15 @@ def format_summary(s: dict) -> str:
                 f"    {kind:<7} {str(tb['shape']):<16} {tb['dtype']:<8} {tb['bytes']:>12,} bytes  "
                 f"fidelity min cos {tb['fidelity_min_cos']:.7f}"
             )
+    lines += [f"  warning     {w}" for w in s.get("warnings", [])]
     return "\n".join(lines)
+
+
+def _policy(p: dict) -> str:
+    """The views' policy in a few words (formats/SPEC.md, section 5)."""
+    if p["name"] == "pad_crop_flip":
+        return f"pad {p['padding']} crop"
+    if p["name"] == "center":
+        return f"resize {p['resize']} + center crop {p['size']}"
+    (s0, s1), (r0, r1) = p["scale"], p["ratio"]
+    return f"resized crop {p['size']} (scale {s0:g}-{s1:g}, ratio {r0:g}-{r1:g})"

@@ -97,6 +97,12 @@ def example_views(
     )
 
 
+def example_policy_views(policy: Any, per_sample: int, *, replay: bool = False, seed: int = 0) -> ViewsInfo:
+    """Views of another policy (format 1.2: a :class:`fpkit.views.ResizedCropPolicy` or
+    :class:`fpkit.views.CenterPolicy`), ``count = per_sample``, drawn with ``seed``."""
+    return ViewsInfo(policy=policy.to_dict(), count=per_sample, per_sample=per_sample, seed=seed, replay=replay)
+
+
 def example_compute(**changes: Any) -> ComputeInfo:
     """CPU, no autocast, 8 view images per forward, one process; ``changes`` replace fields."""
     return replace(ComputeInfo(device="cpu", autocast=None, batch_size=8, world_size=1), **changes)
@@ -181,16 +187,19 @@ def write_rows(
     view_params: np.ndarray | None = None,
     batches: int | Sequence[int] = 3,
     overwrite: bool = False,
+    version: str | None = None,
 ) -> Path:
     """Write a file of ``contents`` whose per-sample fingerprints are ``rows`` (layer name ->
     float32 [N, r]), and with replay ``views`` ([N, K, r] per layer) and ``view_params`` [N, K, 3].
 
     Rows are appended ``batches`` at a time (an int), or in blocks of the given sizes (a
-    sequence summing to N).  Returns the path.  Raises what :class:`FingerprintWriter` raises.
+    sequence summing to N).  ``version`` is the format version to write (default: the current
+    one).  Returns the path.  Raises what :class:`FingerprintWriter` raises.
     """
     n = len(contents.labels)
     sizes = [batches] * ((n + batches - 1) // batches) if isinstance(batches, int) else list(batches)
-    with FingerprintWriter(path, contents, overwrite=overwrite) as w:
+    kw = {} if version is None else {"version": version}
+    with FingerprintWriter(path, contents, overwrite=overwrite, **kw) as w:
         start = 0
         for b in sizes:
             sl = slice(start, min(n, start + b))

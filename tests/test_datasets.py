@@ -139,6 +139,28 @@ def test_cifar_missing_offline_names_the_folder_and_the_fix(tmp_path):
     assert isinstance(e.value, FileNotFoundError)
 
 
+def test_cifar_files_failing_the_checksum_say_so(tmp_path, monkeypatch):
+    """Files present but damaged: not 'is not in ...' (false) but that they fail the checksum."""
+    write_cifar(tmp_path, monkeypatch)
+    monkeypatch.undo()  # torchvision's own MD5 table again: the files written here fail it
+    with pytest.raises(FpkitFileNotFoundError, match="are there but fail torchvision's checksum") as e:
+        open_source("cifar10", tmp_path, "train", download=False)
+    assert "is not in" not in str(e.value)
+
+
+def test_a_failed_download_leaves_no_folder(tmp_path, monkeypatch):
+    """torchvision creates --root before downloading; a failed open removes what it created."""
+
+    def half_download(self, *a, **kw):
+        (Path(self.root) / "cifar-10-batches-py").mkdir(parents=True)
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "download", half_download)
+    with pytest.raises(FpkitFileNotFoundError, match="could not be downloaded"):
+        open_source("cifar10", tmp_path / "data" / "sub", "train", download=True)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_cifar_download_failure_is_reported(tmp_path, monkeypatch):
     """Online but the download fails (here: no network): the cause is in the message."""
 
@@ -237,10 +259,35 @@ def test_imagefolder_reads_the_split_subfolder(tmp_path):
     for split in ("train", "test"):
         src = open_source(f"imagefolder:{tmp_path / 'imgs'}", split=split)
         _check_source(src, *data[split], ["ant", "bee", "cat"])
-        assert src.name == f"imagefolder:{tmp_path / 'imgs' / split}"
-        assert (src.mean, src.std) == NORMALIZE["imagenet"]  # no statistics of its own
+        assert (src.name, src.split) == (f"imagefolder:{tmp_path / 'imgs'}", split)  # the folder is PATH/split
+        assert (src.mean, src.std) == NORMALIZE["imagenet"] and not src.own_stats  # no statistics of its own
     flat = open_source(f"imagefolder:{tmp_path / 'imgs' / 'test'}", split="test")  # no split folder inside
     _check_source(flat, *data["test"], ["ant", "bee", "cat"])
+
+
+def test_imagefolder_records_the_true_folder_and_split(tmp_path):
+    """Issue 11 item 2: imagefolder:D/test was recorded as split 'train' (name D/test, output
+    ...-test-train.h5); D with --split test recorded name D/test + split test (D/test/test)."""
+    write_imagefolder(tmp_path / "imgs")
+    d = tmp_path / "imgs"
+    cases = [
+        (f"imagefolder:{d / 'test'}", None, f"imagefolder:{d}", "test"),  # the folder itself is a split
+        (f"imagefolder:{d / 'test'}", "test", f"imagefolder:{d}", "test"),
+        (f"imagefolder:{d}", "test", f"imagefolder:{d}", "test"),  # D/test
+        (f"imagefolder:{d}", None, f"imagefolder:{d}", "train"),  # D/train by default
+        (f"imagefolder:{d / 'train' / '..' / 'test'}", None, f"imagefolder:{d / 'train' / '..'}", "test"),
+    ]
+    for name, split, want_name, want_split in cases:
+        src = open_source(name, split=split)
+        assert (src.name, src.split) == (want_name, want_split), (name, split)
+    (tmp_path / "flat").mkdir()
+    (d / "test" / "ant").rename(tmp_path / "flat" / "ant")
+    src = open_source(f"imagefolder:{tmp_path / 'flat'}")  # no split anywhere: the whole folder
+    assert (src.name, src.split) == (f"imagefolder:{tmp_path / 'flat'}", "all")
+    with pytest.raises(ConfigError, match="no 'test' subfolder.*leave --split out"):
+        open_source(f"imagefolder:{tmp_path / 'flat'}", split="test")
+    with pytest.raises(ConfigError, match="no 'train' subfolder"):
+        open_source(f"imagefolder:{d / 'test'}", split="train")
 
 
 def test_imagefolder_normalize_override(tmp_path):

@@ -11,11 +11,13 @@ from torchvision.models import resnet18
 
 from fpkit.errors import ConfigError, MismatchError
 from fpkit.features import (
+    LAYER_POOLINGS_ATTR,
     LAYER_TYPES_ATTR,
     NOT_TAPPABLE_ATTR,
     POOLINGS,
     LayerTap,
     default_layer,
+    layer_pooling,
     list_layers,
     pool_features,
     project_features,
@@ -160,6 +162,19 @@ def test_resolve_pooling():
         resolve_pooling(3, "avg")
     with pytest.raises(ConfigError, match="unknown pooling"):
         resolve_pooling(4, "gem")
+
+
+def test_layer_pooling_takes_the_loaders_pooling_for_auto():
+    """A loader may say what "auto" means for a layer (a ViT's encoder: its class token); an explicit
+    pooling and the other layers keep resolve_pooling's rules."""
+    model = TinyViT()
+    assert layer_pooling(model, "norm", 3) == "token_mean"
+    setattr(model, LAYER_POOLINGS_ATTR, {"norm": "token_cls"})
+    assert layer_pooling(model, "norm", 3) == "token_cls"
+    assert layer_pooling(model, "norm", 3, "token_mean") == "token_mean"
+    assert layer_pooling(model, "blocks", 3) == "token_mean"
+    with pytest.raises(ConfigError, match="needs a"):
+        layer_pooling(model, "norm", 4)
 
 
 def test_project_features_formula_and_mismatch():
@@ -372,3 +387,26 @@ def test_unflattened_export_taps_like_the_eager_model():
         torch.testing.assert_close(out1, out2)
         for name in ("block", "pool"):
             torch.testing.assert_close(f1[name], f2[name])
+
+
+def test_tap_counts_calls_of_a_reused_module():
+    """A CIFAR ResNet's BasicBlock calls its one relu twice: the tap counts the calls; by default
+    (the student side) the last call's output is captured; ``repeated="error"`` (what a build
+    uses) refuses, naming the enclosing block, which runs once."""
+    from fpkit.models.cifar_resnet import resnet8
+
+    model = resnet8(num_classes=10).eval()
+    x = torch.randn(2, 3, 32, 32)
+    block = model.get_submodule("layer3.0")
+    with LayerTap(model, ["layer3.0.relu", "layer3"]) as tap, torch.no_grad():
+        _, feats = tap(x)
+        assert tap.calls["layer3.0.relu"] == 2 and tap.calls["layer3"] == 1 and tap.calls["layer3.0"] == 1
+        torch.testing.assert_close(feats["layer3.0.relu"], feats["layer3"])  # the last relu ends the block
+    assert block is model.get_submodule("layer3.0")
+    with LayerTap(model, ["layer3.0.relu"], repeated="error") as tap, torch.no_grad():
+        with pytest.raises(ConfigError, match=r"'layer3.0.relu' runs 2 times.*e\.g\. 'layer3.0', which contains it"):
+            tap(x)
+    with LayerTap(model, ["layer3"], repeated="error") as tap, torch.no_grad():
+        assert tap(x)[1]["layer3"].shape == (2, 64, 8, 8)
+    with pytest.raises(ConfigError, match="repeated"):
+        LayerTap(model, ["layer3"], repeated="first")

@@ -11,11 +11,11 @@ import numpy as np
 import torch
 
 from .. import features as _features
-from ..augment import make_views
 from ..datasets import BatchFetch
 from ..errors import NonFiniteError
 from ..format import LayerSpec
 from ..format.digests import sample_digest
+from ..views import cut_views, views_for
 from .job import BuildJob
 from .progress import Progress
 from .workstore import WorkStore
@@ -67,11 +67,11 @@ def compute(job: BuildJob, todo: list[int], progress: Progress) -> None:
         for (batch_u8, idx_t), c in zip(loader, owner):
             idx = idx_t.numpy()
             b = len(idx)
-            params = policy.views_for(idx, views.count, views.seed)
-            x = make_views(
-                batch_u8.to(dev, non_blocking=cuda),
+            params = views_for(policy, idx, views.count, views.seed, batch_u8)
+            x = cut_views(
+                policy,
+                _to_device(batch_u8, dev, cuda),
                 torch.from_numpy(params).to(dev, non_blocking=cuda),
-                policy.padding,
                 mean,
                 std,
                 channels_last=cuda,
@@ -94,8 +94,7 @@ def compute(job: BuildJob, todo: list[int], progress: Progress) -> None:
                 ready = torch.cuda.Event()
                 ready.record(torch.cuda.current_stream(dev))
             # host work that does not need the device's results overlaps the device's work
-            hwc = batch_u8.permute(0, 2, 3, 1).contiguous().numpy()
-            store.digests[idx] = [sample_digest(img) for img in hwc]
+            store.digests[idx] = _digests(batch_u8)
             if store.view_params is not None:
                 store.view_params[idx] = params
             if pending is not None:
@@ -104,6 +103,20 @@ def compute(job: BuildJob, todo: list[int], progress: Progress) -> None:
         if pending is not None:
             sink.write(*pending)
     sink.raise_if_nonfinite()
+
+
+def _to_device(images, dev: torch.device, cuda: bool):
+    """A uint8 batch [B, C, H, W], or a list of [C, H, W] images of varied sizes, on ``dev``."""
+    if isinstance(images, torch.Tensor):
+        return images.to(dev, non_blocking=cuda)
+    return [im.to(dev, non_blocking=cuda) for im in images]
+
+
+def _digests(images) -> list[int]:
+    """Section 6's per-sample digests of the decoded uint8 pixels, H x W x C."""
+    if isinstance(images, torch.Tensor):
+        return [sample_digest(img) for img in images.permute(0, 2, 3, 1).contiguous().numpy()]
+    return [sample_digest(im.permute(1, 2, 0).contiguous().numpy()) for im in images]
 
 
 class _StepSink:

@@ -6,12 +6,13 @@ when complete, so the output name appears only for a finished file.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from ..format import FileContents, FingerprintWriter
-from ..format.metadata import Accuracy, ComputeInfo, DatasetInfo, StorageInfo, TeacherInfo, ViewsInfo
+from ..format.metadata import Accuracy, ComputeInfo, DatasetInfo, StorageInfo, Subset, TeacherInfo, ViewsInfo
 from .job import BuildJob
 
 _ROWS_PER_APPEND = 4096
@@ -23,6 +24,9 @@ def file_contents(job: BuildJob, top1: float | None, count: int, world: int) -> 
     plan, source, teacher = job.plan, job.source, job.teacher
     accuracy = Accuracy(round(top1, 6), "views", count) if top1 is not None else None
     k = plan.views.per_sample
+    dataset = DatasetInfo.from_json(source.identity())
+    if plan.subset is not None:  # --samples/--limit: format 1.1's dataset.subset
+        dataset = replace(dataset, subset=Subset(**plan.subset))
     return FileContents(
         layers=job.specs,
         labels=source.labels,
@@ -36,7 +40,7 @@ def file_contents(job: BuildJob, top1: float | None, count: int, world: int) -> 
             teacher.trusted_code,
             accuracy,
         ),
-        dataset=DatasetInfo.from_json(source.identity()),
+        dataset=dataset,
         views=ViewsInfo(plan.views.policy.to_dict(), plan.views.count, k, plan.views.seed, plan.views.replay),
         compute=ComputeInfo(str(job.device), plan.autocast, plan.samples_per_step * k, world),
         tables=plan.storage.tables,

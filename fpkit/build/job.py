@@ -15,15 +15,17 @@ import numpy as np
 import torch
 
 from .. import features as _features
-from ..augment import ViewPolicy, make_views
+from ..augment import ViewPolicy
 from ..datasets import ImageSource
 from ..format import LayerSpec
 from ..format.digests import labels_sha256
 from ..projection import make_projection
 from ..teachers import Teacher
+from ..views import CenterPolicy, cut_views, views_for
 from .dist import Dist
-from .options import BuildOptions
+from .options import BuildOptions, view_policy
 from .plan import BuildPlan, LayerPlan, StoragePlan, ViewPlan
+from .subset import subset_of
 from .workstore import WorkStore, read_plan
 
 
@@ -51,8 +53,13 @@ class BuildJob:
 
 def view_plan(o: BuildOptions) -> ViewPlan:
     """The views the options ask for (K is the policy's count for ``--views all``)."""
-    k = ViewPolicy(o.padding, o.flip).num_views if o.views == "all" else int(o.views)
-    return ViewPlan(o.views, k, 0 if o.view_seed is None else o.view_seed, o.padding, o.flip, o.replay)
+    policy = view_policy(o)
+    seed = 0 if o.view_seed is None else o.view_seed
+    if isinstance(policy, ViewPolicy):
+        k = policy.num_views if o.views == "all" else int(o.views)
+        return ViewPlan(o.views, k, seed, o.padding, o.flip, o.replay)
+    count = 1 if isinstance(policy, CenterPolicy) else int(o.views)  # center: one view, --views ignored
+    return ViewPlan(count, count, seed, o.padding, policy.flip, o.replay, other=policy.to_dict())
 
 
 def projection_seed(o: BuildOptions, work: Path, dist: Dist) -> int:
@@ -77,21 +84,95 @@ def probe_layers(
     (layer i uses seed ``base_seed + i``)."""
     mean = torch.tensor(source.mean, dtype=torch.float32, device=device)
     std = torch.tensor(source.std, dtype=torch.float32, device=device)
-    zero_view = torch.zeros(1, 1, 3, dtype=torch.int16, device=device)
-    x = make_views(source.get_batch([0]).to(device), zero_view, o.padding, mean, std)
+    policy = view_policy(o)
+    images = [im.to(device) for im in source.get_images([0])]
+    params = torch.from_numpy(views_for(policy, np.array([0]), 1, 0, images)).to(device)
+    x = cut_views(policy, images, params, mean, std)
     with torch.no_grad():
         _, feats = tap(x)
     specs = []
     for i, name in enumerate(tap.layers):
-        pooling = _features.resolve_pooling(feats[name].ndim, o.pooling)
+        pooling = _features.layer_pooling(tap.model, name, feats[name].ndim, o.pooling)
         d = int(_features.pool_features(feats[name], pooling).shape[1])
         seed = base_seed + i
         specs.append(LayerSpec(name, pooling, d, make_projection(d, o.r, seed), seed, redacted=o.redact))
     return specs
 
 
-def make_plan(o: BuildOptions, source: ImageSource, teacher: Teacher, specs: list[LayerSpec]) -> BuildPlan:
-    """Everything that decides the file's content; a resume must match it."""
+DEFAULT_MAX_CHUNK = 1024
+
+
+def auto_chunk_size(num_samples: int) -> int:
+    """The default samples per chunk: ``min(1024, ceil(N / 8))``, so that every build has at
+    least 8 chunks (an interrupted one keeps all but the last eighth of its work, small datasets
+    included) and a large one keeps chunks of 1,024 (a few seconds of work on a GPU)."""
+    return max(1, min(DEFAULT_MAX_CHUNK, -(-num_samples // 8)))
+
+
+def chunk_size(o: BuildOptions, num_samples: int, work: Path | None = None) -> int:
+    """--chunk-size if given; else, when ``--resume`` finds an interrupted build of the same
+    number of samples in ``work``, the chunk size it started with (so that builds begun by
+    another fpkit version resume); else :func:`auto_chunk_size`."""
+    if o.chunk_size is not None:
+        return o.chunk_size
+    old = read_plan(work) if o.resume and work is not None and work.exists() else None
+    if old is not None and old.num_samples == num_samples:
+        return old.chunk_size
+    return auto_chunk_size(num_samples)
+
+
+DEFAULT_BATCH_SIZE = {"cpu": 64, "cuda": 512}
+"""Views per teacher forward when --batch-size is not given, by device type.  CPU: measured with
+``python -m bench.build --build-sweep`` (bench/README.md), small batches are faster there; CUDA:
+512, not measured by that benchmark."""
+
+
+def default_batch_size(device: torch.device | str) -> int:
+    """The views per forward a build uses on ``device`` when --batch-size is not given."""
+    return DEFAULT_BATCH_SIZE.get(torch.device(device).type, DEFAULT_BATCH_SIZE["cpu"])
+
+
+def samples_per_step(o: BuildOptions, k: int, device: torch.device | str, work: Path | None = None) -> int:
+    """Samples (each with ``k`` views) per teacher forward: ``--batch-size // k`` if given; else,
+    when ``--resume`` finds an interrupted build with the same K in ``work``, the step it started
+    with (so that a build begun on another device or fpkit version resumes); else
+    :func:`default_batch_size` of ``device`` // k.  Deterministic, so torchrun ranks agree."""
+    if o.batch_size is not None:
+        return max(1, o.batch_size // k)
+    old = read_plan(work) if o.resume and work is not None and work.exists() else None
+    if old is not None and old.views.per_sample == k:
+        return old.samples_per_step
+    return max(1, default_batch_size(device) // k)
+
+
+def wide_projection_warnings(plan: BuildPlan, num_classes: int) -> list[str]:
+    """Warnings for layers whose r is far larger than d, with the bytes each will take."""
+    from ..diagnose import layer_bytes, wide_projection_warning
+
+    st, v = plan.storage, plan.views
+    kinds = list(st.tables) + (["views"] if v.replay else [])
+    out = []
+    for lay in plan.layers:
+        nbytes = layer_bytes(
+            lay.d, lay.r, True, kinds, plan.num_samples, num_classes, v.per_sample if v.replay else None, st.dtype
+        )
+        w = wide_projection_warning(lay.name, lay.d, lay.r, nbytes)
+        if w:
+            out.append(w)
+    return out
+
+
+def make_plan(
+    o: BuildOptions,
+    source: ImageSource,
+    teacher: Teacher,
+    specs: list[LayerSpec],
+    work: Path | None = None,
+    device: torch.device | str = "cpu",
+) -> BuildPlan:
+    """Everything that decides the file's content; a resume must match it (``work``: the work
+    folder, read for the chunk size and batch of a resumed build, see :func:`chunk_size` and
+    :func:`samples_per_step`; ``device``: where the teacher runs, for the default batch)."""
     views = view_plan(o)
     return BuildPlan(
         teacher_sha256=teacher.weights_sha256,
@@ -100,8 +181,9 @@ def make_plan(o: BuildOptions, source: ImageSource, teacher: Teacher, specs: lis
         labels_sha256=labels_sha256(np.asarray(source.labels)),
         layers=tuple(LayerPlan(sp.name, sp.pooling, sp.d, sp.r, sp.seed) for sp in specs),
         views=views,
-        samples_per_step=max(1, o.batch_size // views.per_sample),
-        chunk_size=o.chunk_size,
+        samples_per_step=samples_per_step(o, views.per_sample, device, work),
+        chunk_size=chunk_size(o, len(source), work),
         autocast=o.autocast,
         storage=StoragePlan(o.dtype, o.codec, tuple(o.tables)),
+        subset=subset_of(source),
     )

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..augment import ViewPolicy
+from ..views import Policy, policy_from_dict
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,9 @@ class LayerPlan:
 @dataclass(frozen=True)
 class ViewPlan:
     """The views: ``count`` as asked (K or "all"), ``per_sample`` K, the sampler's seed, the
-    pad-crop-flip policy's padding and flip, and whether per-view tables are kept (replay)."""
+    pad-crop-flip policy's padding and flip, and whether per-view tables are kept (replay).
+    ``other`` is the ``views.policy`` object of a resized_crop_flip or center policy (format
+    1.2), None for pad_crop_flip (so plans written before those policies load unchanged)."""
 
     count: int | str
     per_sample: int
@@ -39,10 +42,11 @@ class ViewPlan:
     padding: int
     flip: bool
     replay: bool
+    other: dict[str, Any] | None = None
 
     @property
-    def policy(self) -> ViewPolicy:
-        return ViewPolicy(self.padding, self.flip)
+    def policy(self) -> Policy:
+        return ViewPolicy(self.padding, self.flip) if self.other is None else policy_from_dict(self.other)
 
 
 @dataclass(frozen=True)
@@ -61,7 +65,9 @@ class BuildPlan:
 
     ``dataset`` is the source's identity (name, split, image shape, normalisation);
     ``samples_per_step`` samples (each with K views) go through the teacher per forward;
-    ``chunk_size`` samples make one chunk.
+    ``chunk_size`` samples make one chunk.  ``subset`` is the part of the split the build runs
+    over (``{start, stop, source_num_samples}`` from --samples/--limit), None for the whole split;
+    ``num_samples`` and ``labels_sha256`` are then those of the part.
     """
 
     teacher_sha256: str
@@ -74,6 +80,7 @@ class BuildPlan:
     chunk_size: int
     autocast: str | None
     storage: StoragePlan
+    subset: dict[str, int] | None = None
 
     # ------------------------------------------------------------------ chunks
     @property
@@ -110,6 +117,7 @@ class BuildPlan:
             chunk_size=d["chunk_size"],
             autocast=d["autocast"],
             storage=StoragePlan(st["dtype"], st["codec"], tuple(st["tables"])),
+            subset=d.get("subset"),  # absent in plans of builds begun before --samples existed
         )
 
     # ------------------------------------------------------------------ resume
@@ -131,7 +139,9 @@ class BuildPlan:
         od, nd = old.dataset, self.dataset
         for key, what in (("name", "DATASET"), ("split", "--split"), ("normalize", "--normalize")):
             was(what, od.get(key), nd.get(key))
-        if od.get("name") == nd.get("name"):
+        rng = lambda p: "the whole split" if p.subset is None else f"samples {p.subset['start']}:{p.subset['stop']}"  # noqa: E731
+        was("--samples/--limit", rng(old), rng(self))
+        if od.get("name") == nd.get("name") and old.subset == self.subset:
             was("the number of samples", old.num_samples, self.num_samples)
             if old.num_samples == self.num_samples and old.labels_sha256 != self.labels_sha256:
                 out.append("the dataset's labels differ")
@@ -143,6 +153,8 @@ class BuildPlan:
         ov, nv = old.views, self.views
         was("--views", ov.count, nv.count)
         was("--view-seed", ov.seed, nv.seed)
+        if ov.other is not None or nv.other is not None:
+            was("--policy/--image-size/--scale/--ratio/--resize", ov.policy.to_dict(), nv.policy.to_dict())
         was("--padding", ov.padding, nv.padding)
         was("flips (--no-flip)", ov.flip, nv.flip)
         was("--replay", ov.replay, nv.replay)

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import MismatchError, OutputExistsError
+from ..format.reader import verify_fingerprints
 from ..format.writer import check_output_folder, output_exists_error
 from .plan import BuildPlan
-from .workstore import PLAN_FILE, WorkStore, all_chunks_done, read_plan, work_folder
+from .workstore import PLAN_FILE, WorkStore, read_plan, work_folder
 
 READY, ALREADY_DONE = "go", "done"
 
@@ -41,9 +42,12 @@ def prepare_output(out: Path, plan: BuildPlan, *, force: bool, resume: bool, say
             _check_complete_output(out, plan)
             if work.exists():
                 _leftover_work(out, work, plan)
+                say(f"[fpkit build] removed the leftover work folder {work} of the finished build")
             shutil.rmtree(work.parent / (work.name + ".new"), ignore_errors=True)
             say(f"[fpkit build] {out} is already complete; nothing to resume")
             return ALREADY_DONE
+        if work.exists():
+            raise _exists_with_leftover(out, work)
         raise output_exists_error(out)
     if work.exists():
         if force:
@@ -108,14 +112,40 @@ def _check_complete_output(out: Path, plan: BuildPlan) -> None:
 
 
 def _leftover_work(out: Path, work: Path, plan: BuildPlan) -> None:
-    """A work folder next to a complete output: remove it if it is the finished work of ``plan``
-    (a build killed between renaming the file into place and removing its work folder); refuse
-    if it is an unfinished or different build, which --resume must not silently ignore."""
+    """A work folder next to a complete output that ``plan`` would build: remove it, or refuse.
+
+    The writer renames only a complete file into place and the work folder is removed only after
+    that rename, so a build killed in between leaves the finished file and its work folder, whole
+    or half-removed (its plan file or chunk markers already gone).  Such a folder is finished
+    work: removed when the output verifies.  A folder whose readable plan is another build's (an
+    unfinished ``--force`` rebuild with other settings) is refused, not silently dropped; one of
+    the same plan is dropped whatever its markers (rebuilding it would write this same file)."""
     old = read_plan(work)
-    if old is not None and old.same_work(plan) and all_chunks_done(work, plan.num_chunks):
-        shutil.rmtree(work, ignore_errors=True)
-        return
+    other = _readable(work) and (old is None or not old.same_work(plan))
+    if not other:
+        problems = verify_fingerprints(out)
+        if not problems:
+            shutil.rmtree(work, ignore_errors=True)
+            return
+        raise OutputExistsError(
+            f"{out} exists but does not verify ({problems[0]}); a work folder {work} is next to it; "
+            "pass --force to rebuild from scratch"
+        )
     raise OutputExistsError(
-        f"{out} exists and an unfinished build of it is in {work}; pass --force to "
-        f"rebuild from scratch, or delete {out} and rerun with --resume to continue that build"
+        f"{out} exists and an unfinished build of it with other settings is in {work}; pass --force to "
+        f"rebuild from scratch, or delete {out} and rerun with --resume and that build's options to continue it"
+    )
+
+
+def _exists_with_leftover(out: Path, work: Path) -> OutputExistsError:
+    """A plain rebuild of an existing output with a work folder next to it: say which case it is."""
+    if not verify_fingerprints(out):
+        return OutputExistsError(
+            f"{out} exists and is complete (it verifies); the work folder {work} next to it is left over "
+            "from a build stopped during its clean-up and can be deleted (--resume with the same options "
+            "removes it); pass --force to rebuild"
+        )
+    return OutputExistsError(
+        f"{out} exists but does not verify, and an interrupted build of it is in {work}; "
+        f"pass --force to rebuild from scratch"
     )

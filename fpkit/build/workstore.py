@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import StorageError
+from ..format.layout import view_params_fields
 from .plan import BuildPlan
 
 PLAN_FILE = "config.json"
@@ -78,7 +79,9 @@ class WorkStore:
             if k
             else []
         )
-        self.view_params = mm(work / "view_params.npy", mode=mode, dtype=np.int16, shape=(n, k, 3)) if k else None
+        fields, vp_dtype = view_params_fields(plan.views.policy.to_dict()["name"])
+        vp_shape = (n, k, len(fields))
+        self.view_params = mm(work / "view_params.npy", mode=mode, dtype=vp_dtype, shape=vp_shape) if k else None
         self.n = n
         if create:
             for path in work.glob("*.npy"):

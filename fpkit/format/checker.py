@@ -28,7 +28,7 @@ from ..errors import (
     UnknownFieldError,
     UnsupportedVersionError,
 )
-from . import codecs, layout
+from . import checks, codecs, layout
 from ._heap import global_heap_problem
 from ._validate import SchemaViolation, validate
 from .digests import labels_sha256, order_sha256, projection_sha256, table_sha256
@@ -47,7 +47,7 @@ from .spec import (
 )
 
 _ATTRS = {ATTR_FORMAT, ATTR_VERSION, ATTR_METADATA, ATTR_COMPLETE}
-_VERSION_RE = re.compile(r"[0-9]+\.[0-9]+", re.ASCII)
+_VERSION_RE = re.compile(r"(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)", re.ASCII)  # no leading zeros (errata)
 
 
 def strict_json_loads(text: str) -> Any:
@@ -68,13 +68,13 @@ def strict_json_loads(text: str) -> Any:
     return json.loads(text, parse_constant=constant, object_pairs_hook=pairs)
 
 
-def _marked_ignorable(obj: Any) -> bool:
-    """True if an HDF5 object carries the attribute must_understand = false (a boolean scalar)."""
-    try:
-        v = obj.attrs.get("must_understand", True)
-    except Exception:
-        return False
-    return isinstance(v, (bool, np.bool_)) and not bool(v)
+def _link_kind(link) -> str:
+    """What a link that is not a hard link is, in words (h5py gives None for a damaged one)."""
+    if isinstance(link, h5py.SoftLink):
+        return "a soft link"
+    if isinstance(link, h5py.ExternalLink):
+        return "an external link"
+    return "an object of unknown kind (a damaged or unsupported link)"
 
 
 class FileChecker:
@@ -167,7 +167,7 @@ class FileChecker:
             )
         version = self._attr(ATTR_VERSION)
         if not isinstance(version, str) or not _VERSION_RE.fullmatch(version):
-            raise FormatError(f"{p}: format_version {version!r} is not MAJOR.MINOR (two decimal integers)")
+            raise FormatError(f"{p}: format_version {version!r} is not MAJOR.MINOR (integers, no leading zeros)")
         major, minor = (int(x) for x in version.split("."))
         if major != SUPPORTED_MAJOR:
             raise UnsupportedVersionError(
@@ -175,6 +175,8 @@ class FileChecker:
                 f"{SUPPORTED_MAJOR} only; upgrade fpkit (pip install -U fpkit)"
             )
         self.version = f"{major}.{minor}"
+        if problem := checks.userblock_problem(self.f):
+            raise FormatError(f"{p}: {problem}; this is not a file fpkit wrote")
         complete = self._attr(ATTR_COMPLETE)
         if complete is None:
             raise IncompleteFileError(
@@ -211,6 +213,8 @@ class FileChecker:
             ) from e
         self.meta = Metadata.from_json(doc)
         self._expected = self._expected_datasets(self.meta)
+        if problem := checks.metadata_problem(self.meta) or checks.version_problem(self.version, self.meta):
+            raise FormatError(f"{p}: {problem}; this file does not follow format {self.version}")
         self._check_listed(max_bytes)
         self._check_objects()
 
@@ -229,7 +233,7 @@ class FileChecker:
                 f"{views.count!r} with this policy means {want_k}"
             )
         k = views.per_sample if views.replay else None
-        fs = FileShape(n=n, c=c, k=k, dtype=meta.storage.dtype)
+        fs = FileShape(n=n, c=c, k=k, dtype=meta.storage.dtype, policy=views.policy["name"])
         expected = {d.path: d for d in layout.fixed_datasets(fs)}
         for i, lay in enumerate(meta.layers):
             g = layout.layer_group(i)
@@ -295,7 +299,7 @@ class FileChecker:
         unknown, links = self._unknown_names(set(expected), {layout.LAYERS_GROUP} | groups)
         if links:
             raise FormatError(
-                f"{p}: {links[0][0]} is a {links[0][1]}, not an object stored in the file; fpkit does not follow links"
+                f"{p}: {links[0][0]} is {links[0][1]}, not an object stored in the file; fpkit does not follow links"
             )
         if unknown:
             raise UnknownFieldError(
@@ -321,11 +325,14 @@ class FileChecker:
     def _unknown_names(self, expected: set[str], groups: set[str]) -> tuple[list[str], list[tuple[str, str]]]:
         """Walk every link name from the root, descending only into the format's own groups.
         Returns the unknown names that are not marked ignorable, and the soft/external links met
-        (a link cannot carry a marker; a second name for a known object is unknown too)."""
+        (a link cannot carry a marker; a second name for a known object is unknown too, marked or
+        not, and so is one inside a marked group)."""
         unknown: list[str] = []
         links: list[tuple[str, str]] = []
         todo = [""]
         try:
+            known = {self.f["/"].id}  # the objects of the format: a marked name for one is unknown
+            marked: list[tuple[str, Any]] = []
             while todo:
                 prefix = todo.pop()
                 g = self.f[prefix] if prefix else self.f
@@ -335,11 +342,16 @@ class FileChecker:
                     name = f"{prefix}/{key}" if prefix else key
                     link = g.get(key, getlink=True)
                     if not isinstance(link, h5py.HardLink):
-                        links.append((name, type(link).__name__))
-                    elif name in groups:
-                        todo.append(name)
-                    elif name not in expected and not _marked_ignorable(g[key]):
+                        links.append((name, _link_kind(link)))
+                    elif name in groups or name in expected:
+                        known.add(g[key].id)
+                        todo += [name] if name in groups else []
+                    elif checks.marked_ignorable(obj := g[key]):
+                        marked.append((name, obj))
+                    else:
                         unknown.append(name)
+            unknown += [name for name, obj in marked if obj.id in known]
+            unknown += checks.aliases_in_marked([(n, o) for n, o in marked if isinstance(o, h5py.Group)], known)
         except (OSError, RuntimeError, KeyError, ValueError, TypeError) as e:  # ValueError: names not UTF-8
             raise CorruptFileError(
                 f"{self.path}: the HDF5 structure cannot be walked ({e}); the file is damaged"
@@ -372,6 +384,8 @@ class FileChecker:
                 f"storage {st.codec}/chunk_rows {st.chunk_rows} means chunks {want_chunks} and "
                 f"filters {list(want_filters)} (section 9 of the format)"
             )
+        if problem := checks.storage_problem(d, want_chunks):
+            raise CorruptFileError(f"{p}: dataset {path} {problem}; the file is damaged or unfinished: rebuild it")
 
     def load(self, verify: bool, load_views: bool, problems: list[str] | None) -> None:
         """Read the tables (all, or all but the per-view ones) and check their digests.

@@ -12,7 +12,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .spec import CLASS_COUNTS, LABELS, SAMPLE_DIGESTS, VIEW_PARAMS
+from .spec import CLASS_COUNTS, FORMAT_VERSION, LABELS, SAMPLE_DIGESTS, VIEW_PARAMS
 
 LAYERS_GROUP = "layers"
 
@@ -43,19 +43,55 @@ def policy_view_count(padding: int, flip: bool) -> int:
 
 
 def views_per_sample(policy: Mapping[str, Any], count: int | str) -> int:
-    """K for a views section: ``count`` itself, or the policy's number of views for ``"all"``."""
-    return policy_view_count(policy["padding"], policy["flip"]) if count == "all" else count
+    """K for a views section: ``count`` itself, or the policy's number of views for ``"all"``
+    (1 for ``center``; 0, which no K equals, for ``resized_crop_flip``, which has no finite set)."""
+    if count != "all":
+        return count
+    name = policy.get("name")
+    if name == "pad_crop_flip":
+        return policy_view_count(policy["padding"], policy["flip"])
+    return 1 if name == "center" else 0
+
+
+VIEW_PARAMS_LAYOUT = {
+    "pad_crop_flip": (("top", "left", "flip"), "int16"),
+    "resized_crop_flip": (("top", "left", "height", "width", "flip"), "int32"),
+    "center": (("top", "left", "resized_height", "resized_width", "flip"), "int32"),
+}
+"""Per view policy: the fields of the last axis of ``view_params`` and its dtype (section 4)."""
+
+POLICY_VERSION = {"pad_crop_flip": "1.0", "resized_crop_flip": "1.2", "center": "1.2"}
+"""The first format version that defines each view policy (section 2)."""
+
+
+def version_tuple(version: str) -> tuple[int, int]:
+    """``"1.10"`` -> (1, 10), for comparing versions."""
+    major, minor = version.split(".")
+    return int(major), int(minor)
+
+
+def lowest_version(policy_name: str) -> str:
+    """The version fpkit writes for a file of this view policy: the lowest that describes it,
+    FORMAT_VERSION (1.1) unless the policy is newer (section 2)."""
+    need = POLICY_VERSION.get(policy_name, FORMAT_VERSION)
+    return max(need, FORMAT_VERSION, key=version_tuple)
+
+
+def view_params_fields(policy_name: str) -> tuple[tuple[str, ...], str]:
+    """(field names, dtype) of ``view_params`` for a policy (pad_crop_flip for unknown names)."""
+    return VIEW_PARAMS_LAYOUT.get(policy_name, VIEW_PARAMS_LAYOUT["pad_crop_flip"])
 
 
 @dataclass(frozen=True)
 class FileShape:
     """The sizes every dataset's shape derives from: N samples, C classes, K stored views per
-    sample (None without replay) and the tables' storage dtype."""
+    sample (None without replay), the tables' storage dtype and the view policy's name."""
 
     n: int
     c: int
     k: int | None
     dtype: str
+    policy: str = "pad_crop_flip"  # views.policy.name: the shape and dtype of view_params
 
 
 @dataclass(frozen=True)
@@ -91,7 +127,8 @@ def fixed_datasets(fs: FileShape) -> list[DatasetLayout]:
         DatasetLayout(CLASS_COUNTS, (fs.c,), "int64"),
     ]
     if fs.k:
-        out.append(DatasetLayout(VIEW_PARAMS, (fs.n, fs.k, 3), "int16", per_view=True))
+        fields, dtype = view_params_fields(fs.policy)
+        out.append(DatasetLayout(VIEW_PARAMS, (fs.n, fs.k, len(fields)), dtype, per_view=True))
     return out
 
 
@@ -125,14 +162,19 @@ __all__ = [
     "DatasetLayout",
     "FileShape",
     "LAYERS_GROUP",
+    "POLICY_VERSION",
+    "VIEW_PARAMS_LAYOUT",
     "fixed_datasets",
     "layer_datasets",
     "layer_group",
+    "lowest_version",
     "policy_view_count",
     "projection_dataset",
     "projection_path",
     "scale_path",
     "table_datasets",
     "table_path",
+    "view_params_fields",
+    "version_tuple",
     "views_per_sample",
 ]

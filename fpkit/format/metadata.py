@@ -130,25 +130,49 @@ class Normalization:
 
 
 @dataclass(frozen=True)
+class Subset(_JsonObject):
+    """Format 1.1: the file holds samples ``start`` .. ``stop - 1`` (a Python range) of a source
+    split of ``source_num_samples`` samples, so ``num_samples = stop - start``.  Written with
+    ``"must_understand": false`` (a 1.0 reader ignores it; SPEC section 3)."""
+
+    start: int
+    stop: int
+    source_num_samples: int
+    extras: Mapping[str, Any] = _extras()
+
+    def _values(self) -> Json:
+        return {**super()._values(), "must_understand": False}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Subset:
+        return super().from_json({k: v for k, v in d.items() if k != "must_understand"})
+
+
+@dataclass(frozen=True)
 class DatasetInfo(_JsonObject):
     """The samples, in file order.  ``image_shape`` is [H, W, channels] (always three numbers,
     1 channel for grayscale).  The last five fields are filled by the writer from the labels,
-    digests and class names it is given; None leaves them out of :meth:`to_json`."""
+    digests and class names it is given; None leaves them out of :meth:`to_json`.  ``subset``
+    (format 1.1) is the range of the source split the file holds, None for the whole split or
+    when it is not known."""
 
     name: str
     split: str
-    image_shape: tuple[int, int, int]
+    image_shape: tuple[int | None, int | None, int]  # H, W null: images of varied sizes (1.2)
     normalize: Normalization
     num_samples: int | None = None
     num_classes: int | None = None
     classes: tuple[str, ...] | None = None
     labels_sha256: str | None = None
     order_sha256: str | None = None
+    subset: Subset | None = None
     extras: Mapping[str, Any] = _extras()
 
     def _values(self) -> Json:
         out = {k: v for k, v in super()._values().items() if v is not None}
         out.update(image_shape=list(self.image_shape), normalize=self.normalize.to_json())
+        if self.subset is not None:
+            out["subset"] = self.subset.to_json()
         if self.classes is not None:
             out["classes"] = list(self.classes)
         return out
@@ -162,6 +186,8 @@ class DatasetInfo(_JsonObject):
         }
         if known.get("classes") is not None:
             out["classes"] = tuple(known["classes"])
+        if known.get("subset") is not None:
+            out["subset"] = Subset.from_json(known["subset"])
         return out
 
 
@@ -170,8 +196,9 @@ class DatasetInfo(_JsonObject):
 
 @dataclass(frozen=True)
 class ViewsInfo(_JsonObject):
-    """The augmentation: ``policy`` as ``ViewPolicy.to_dict()`` gives it (``{"name":
-    "pad_crop_flip", "padding", "fill", "flip"}``), ``count`` an integer or ``"all"``,
+    """The augmentation: ``policy`` as the policy's ``to_dict()`` gives it (``{"name":
+    "pad_crop_flip", "padding", "fill", "flip"}``; format 1.2: ``resized_crop_flip`` with size,
+    scale, ratio, flip, or ``center`` with size, resize: see :mod:`fpkit.views`), ``count`` an integer or ``"all"``,
     ``per_sample`` K, ``seed`` the view sampler's seed, ``replay`` whether per-view tables and
     ``view_params`` are stored."""
 
@@ -399,6 +426,7 @@ __all__ = [
     "ProjectionRecord",
     "Provenance",
     "StorageInfo",
+    "Subset",
     "TableRecord",
     "TeacherInfo",
     "ViewsInfo",

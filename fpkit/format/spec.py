@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 FORMAT_NAME = "fpkit.fingerprints"
-FORMAT_VERSION = "1.0"
+FORMAT_VERSION = "1.1"  # the version fpkit writes for files that need nothing of 1.2
+LATEST_VERSION = "1.2"  # the newest version this fpkit reads and writes (1.2: new view policies)
+WRITABLE_VERSIONS = ("1.0", "1.1", "1.2")  # 1.0 only for the golden files of 1.0
 SUPPORTED_MAJOR = 1
 DTYPES = ("float32", "float16", "int8")
 CODECS = ("none", "gzip", "zstd")
@@ -28,3 +30,8 @@ LABELS = "labels"
 SAMPLE_DIGESTS = "sample_digests"
 CLASS_COUNTS = "class_counts"
 VIEW_PARAMS = "view_params"
+
+# 1.1: the informative README dataset at the root (marked must_understand = false) and the
+# descriptive attributes below the root (formats/SPEC.md, section 4a)
+README = "README"
+ATTR_DESCRIPTION = "description"

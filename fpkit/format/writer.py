@@ -30,7 +30,7 @@ from ..errors import (
     OutputExistsError,
     StorageError,
 )
-from . import codecs, layout, quantize
+from . import checks, codecs, describe, layout, quantize
 from ._stream import StreamedTable, fsync_dir, fsync_file, storage_error
 from ._validate import SchemaViolation, validate
 from .contents import FileContents
@@ -44,6 +44,7 @@ from .metadata import (
 )
 from .spec import (
     ATTR_COMPLETE,
+    ATTR_DESCRIPTION,
     ATTR_FORMAT,
     ATTR_METADATA,
     ATTR_VERSION,
@@ -53,8 +54,10 @@ from .spec import (
     LABELS,
     PROJECTION_COLUMN_NORM,
     PROJECTION_GENERATOR,
+    README,
     SAMPLE_DIGESTS,
     VIEW_PARAMS,
+    WRITABLE_VERSIONS,
 )
 
 __all__ = ["FingerprintWriter", "check_output_folder", "output_exists_error"]
@@ -86,12 +89,30 @@ class FingerprintWriter:
         contents: the layers, labels, digests, class names and metadata sections
             (:class:`~fpkit.format.FileContents`).
         overwrite: replace an existing file at ``path``.
+        version: the format version to write; None (default): the lowest that describes the file,
+            1.1 (with the ``README`` dataset and the ``description`` attributes of SPEC section 4a)
+            or 1.2 for the view policies 1.2 adds; "1.0" writes without them, and without
+            ``dataset.subset`` (for the golden files of 1.0).
 
     Raises:
         ConfigError, OutputExistsError, FpkitFileNotFoundError, FpkitPermissionError, StorageError.
     """
 
-    def __init__(self, path: str | os.PathLike, contents: FileContents, *, overwrite: bool = False):
+    def __init__(
+        self, path: str | os.PathLike, contents: FileContents, *, overwrite: bool = False, version: str | None = None
+    ):
+        self._vp_policy = str(contents.views.policy.get("name"))
+        version = version or layout.lowest_version(self._vp_policy)
+        if version not in WRITABLE_VERSIONS:
+            raise ConfigError(
+                f"format version {version!r} cannot be written; use one of {', '.join(WRITABLE_VERSIONS)}"
+            )
+        if version == "1.0" and contents.dataset.subset is not None:
+            raise ConfigError("dataset.subset needs format 1.1; write the current version or leave the subset out")
+        need = layout.POLICY_VERSION.get(self._vp_policy, FORMAT_VERSION)
+        if layout.version_tuple(version) < layout.version_tuple(need):
+            raise ConfigError(f"view policy {self._vp_policy} needs format {need}; leave version= out to write it")
+        self.version = version
         st = contents.storage
         quantize.check_dtype(st.dtype)
         codecs.check_codec(st.codec)
@@ -117,7 +138,7 @@ class FingerprintWriter:
             self._f = h5py.File(self._tmp, "w", track_order=False)
             # identify the file from the start, so that an interrupted write reads as incomplete
             self._f.attrs[ATTR_FORMAT] = FORMAT_NAME
-            self._f.attrs[ATTR_VERSION] = FORMAT_VERSION
+            self._f.attrs[ATTR_VERSION] = version
             self._create(digests)
             self._check_metadata()
         except BaseException as e:
@@ -188,7 +209,9 @@ class FingerprintWriter:
         try:
             validate(self._meta.to_json())
         except SchemaViolation as e:
-            raise ConfigError(f"metadata {e}; it would not follow format {FORMAT_VERSION} (formats/SPEC.md)") from e
+            raise ConfigError(f"metadata {e}; it would not follow format {self.version} (formats/SPEC.md)") from e
+        if problem := checks.metadata_problem(self._meta):  # the errata's rules (layers come later)
+            raise ConfigError(f"metadata: {problem}; it would not follow format {self.version} (formats/SPEC.md)")
         v = self._meta.views
         if bool(v.replay) != bool(self.k) or (self.k and v.per_sample != self.k):
             raise ConfigError(
@@ -199,7 +222,7 @@ class FingerprintWriter:
 
     def _create(self, sample_digests: np.ndarray) -> None:
         """Create every dataset of the layout, in its order, writing those known up front."""
-        fs = layout.FileShape(n=self.n, c=self.c, k=self.k, dtype=self.dtype)
+        fs = layout.FileShape(n=self.n, c=self.c, k=self.k, dtype=self.dtype, policy=self._vp_policy)
         self._counts = np.bincount(self.labels, minlength=self.c).astype(np.int64)
         known = {LABELS: self.labels, SAMPLE_DIGESTS: sample_digests, CLASS_COUNTS: self._counts}
         datasets = layout.fixed_datasets(fs)
@@ -243,6 +266,27 @@ class FingerprintWriter:
             self._t[ds.path] = t
             if ds.path in known:
                 t.append(known[ds.path])
+        if self.version != "1.0":
+            self._describe(datasets)
+
+    def _describe(self, datasets: list[layout.DatasetLayout]) -> None:
+        """Format 1.1's informative texts (SPEC section 4a): the root ``README`` dataset, marked
+        must_understand = false, and the attributes of the layer groups and datasets."""
+        readme = self._f.create_dataset(
+            README, data=describe.readme(self.version), dtype=h5py.string_dtype(), track_times=False
+        )
+        readme.attrs["must_understand"] = False
+        owner = {layout.layer_group(i): sp for i, sp in enumerate(self.layers)}
+        for group, sp in owner.items():
+            g = self._f[group]
+            g.attrs.update(name=sp.name, pooling=sp.pooling, d=np.int64(sp.d), r=np.int64(sp.r))
+            g.attrs[ATTR_DESCRIPTION] = describe.layer_description(sp.name, sp.pooling, sp.d, sp.r)
+        self._f[layout.LAYERS_GROUP].attrs[ATTR_DESCRIPTION] = "one group per tapped layer: layers/<i> is layer i"
+        k = self.contents.views.per_sample
+        for ds in datasets:
+            sp = owner.get(ds.path.rpartition("/")[0])
+            text = describe.dataset_description(ds, None if sp is None else sp.name, k)
+            self._f[ds.path].attrs[ATTR_DESCRIPTION] = text
 
     # ---------------------------------------------------------------- streaming
     @property
@@ -288,9 +332,10 @@ class FingerprintWriter:
         try:
             if self.k:
                 vp = np.asarray(view_params)
-                if vp.shape != (b, self.k, 3):
-                    raise MismatchError(f"view_params must be [{b}, {self.k}, 3], got {list(vp.shape)}")
-                self._t[VIEW_PARAMS].append(vp.astype(np.int16))
+                fields, vp_dtype = layout.view_params_fields(self._vp_policy)
+                if vp.shape != (b, self.k, len(fields)):
+                    raise MismatchError(f"view_params must be [{b}, {self.k}, {len(fields)}], got {list(vp.shape)}")
+                self._t[VIEW_PARAMS].append(vp.astype(vp_dtype))
             for i, sp in enumerate(self.layers):
                 arr = np.asarray(rows[sp.name], dtype=np.float32)
                 np.add.at(self._class_sum[i], labels, arr.astype(np.float64))

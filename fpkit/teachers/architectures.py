@@ -3,12 +3,76 @@
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
 from fpkit.errors import ConfigError
 from fpkit.models import CIFAR_RESNETS, CifarResNet, infer_cifar_resnet
+from fpkit.normalization import NORMALIZE, Stats
+
+
+@dataclass(frozen=True)
+class LayerDefault:
+    """The layer a build taps by default in an architecture, its pooling, and why (one phrase)."""
+
+    layer: str
+    pooling: str
+    why: str
+
+
+_RESNET = LayerDefault("layer4", "avg", "the last stage; averaged over H, W it is what fc classifies")
+_CONVNEXT = LayerDefault(
+    "classifier.0", "avg", "the LayerNorm2d after avgpool: what classifier.2 classifies (pre-logits)"
+)
+_VIT = LayerDefault(
+    "encoder", "token_cls", "the tokens after encoder.ln; the class token (token 0) is what heads classifies"
+)
+TORCHVISION_DEFAULTS: dict[str, LayerDefault] = {
+    **dict.fromkeys(
+        ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+        + ("resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2"),
+        _RESNET,
+    ),
+    **dict.fromkeys(("convnext_tiny", "convnext_small", "convnext_base", "convnext_large"), _CONVNEXT),
+    **dict.fromkeys(("vit_b_16", "vit_b_32", "vit_l_16", "vit_l_32", "vit_h_14"), _VIT),
+}
+"""The default layer and pooling of torchvision's classifiers, by model name: the one table that
+``fpkit build`` (through :attr:`fpkit.teachers.Teacher.default_layer`) and ``fpkit layers`` use.
+Models not listed fall back to :func:`fpkit.features.default_layer`'s rules and ``auto`` pooling."""
+
+_DEFAULTS_BY_CLASS = {
+    "torchvision.models.resnet:ResNet": _RESNET,
+    "torchvision.models.convnext:ConvNeXt": _CONVNEXT,
+    "torchvision.models.vision_transformer:VisionTransformer": _VIT,
+}
+"""The same defaults for a whole pickled torchvision module, named by :func:`module_arch`."""
+_NOT_CLASSIFIERS = ("detection", "segmentation", "video", "optical_flow", "quantization")
+
+
+def arch_default(arch: str) -> LayerDefault | None:
+    """The table's default layer for an architecture name (``torchvision:NAME``, or the class of a
+    pickled torchvision module, ``torchvision.models.resnet:ResNet``), or None."""
+    if arch.startswith("torchvision:"):
+        return TORCHVISION_DEFAULTS.get(arch.split(":", 1)[1])
+    return _DEFAULTS_BY_CLASS.get(arch)
+
+
+def arch_normalization(arch: str) -> tuple[Stats, str] | None:
+    """The input statistics an architecture implies, and why, or None.
+
+    torchvision's image classifiers (``torchvision.models``, not its detection, segmentation,
+    video or optical-flow models) are ImageNet architectures: their weights expect ImageNet's
+    statistics.  A build uses these only when neither the checkpoint nor the dataset records
+    statistics (see :func:`fpkit.normalization.choose_normalization`).
+    """
+    if arch.startswith("torchvision:"):
+        if arch.split(":", 1)[1] not in _classifier_names():
+            return None
+    elif not _is_classifier_class(arch):
+        return None
+    return NORMALIZE["imagenet"], f"{arch} is a torchvision ImageNet architecture: ImageNet's statistics"
 
 
 def resolve_arch(arch: str, num_classes: int, in_channels: int = 3) -> nn.Module:
@@ -74,6 +138,20 @@ def torchvision_names() -> list[str]:
     return list(torchvision.models.list_models())
 
 
+def _is_classifier_class(arch: str) -> bool:
+    """``torchvision.models.X:Class``, X not one of its detection, segmentation, video... packages."""
+    module = arch.partition(":")[0].split(".")
+    return len(module) == 3 and module[:2] == ["torchvision", "models"] and module[2] not in _NOT_CLASSIFIERS
+
+
+def _classifier_names() -> list[str]:
+    try:
+        import torchvision
+    except ImportError:
+        return []
+    return list(torchvision.models.list_models(module=torchvision.models))
+
+
 def _torchvision_model(name: str, num_classes: int, in_channels: int) -> nn.Module:
     try:
         import torchvision
@@ -126,4 +204,13 @@ def _callable_model(arch: str, num_classes: int, in_channels: int) -> nn.Module:
     return model
 
 
-__all__ = ["canonical_arch", "module_arch", "resolve_arch", "torchvision_names"]
+__all__ = [
+    "TORCHVISION_DEFAULTS",
+    "LayerDefault",
+    "arch_default",
+    "arch_normalization",
+    "canonical_arch",
+    "module_arch",
+    "resolve_arch",
+    "torchvision_names",
+]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 
@@ -11,9 +11,16 @@ import torch
 from torch import nn
 
 from fpkit.errors import ConfigError, FpkitFileNotFoundError, MismatchError, UntrustedCodeError
-from fpkit.features import tap_refusal
+from fpkit.features import LAYER_POOLINGS_ATTR, tap_refusal
 from fpkit.models import CIFAR_RESNETS, DEFAULT_LAYER, infer_cifar_resnet
-from fpkit.teachers.architectures import canonical_arch, module_arch, resolve_arch
+from fpkit.normalization import Stats, recorded_normalization
+from fpkit.teachers.architectures import (
+    arch_default,
+    arch_normalization,
+    canonical_arch,
+    module_arch,
+    resolve_arch,
+)
 from fpkit.teachers.checkpoint import (
     Checkpoint,
     arch_from_checkpoint,
@@ -49,6 +56,18 @@ class Teacher:
     loaded or how their keys were read: the entry taken from a checkpoint holding several (EMA or
     plain weights), a key prefix stripped (``model.``, ``module.``), keys ignored.  A command line
     prints each, e.g. as ``[fpkit build] note: ...``; they are empty for a plain state_dict.
+
+    ``normalize`` is the input normalisation ``(mean, std)`` the checkpoint records (top-level
+    ``normalize: {mean, std}`` or ``mean``/``std``; see
+    :func:`fpkit.normalization.recorded_normalization`), None when it records none.
+    ``arch_normalize`` is ``((mean, std), why)`` that the architecture implies (torchvision's
+    classifiers: ImageNet's; see :func:`~fpkit.teachers.architectures.arch_normalization`), used
+    only where neither the checkpoint nor the dataset records statistics.
+
+    ``default_layer`` is the layer a build taps when ``--layer`` is not given (None: found by
+    :func:`fpkit.features.default_layer`'s rules); ``default_pooling`` its pooling where the
+    architecture's table (:data:`~fpkit.teachers.architectures.TORCHVISION_DEFAULTS`) names one,
+    which is also what ``auto`` pooling gives for that layer (:func:`fpkit.features.layer_pooling`).
     """
 
     model: nn.Module
@@ -60,6 +79,9 @@ class Teacher:
     trusted_code: bool
     default_layer: str | None
     notes: tuple[str, ...] = ()
+    normalize: Stats | None = None
+    default_pooling: str | None = None
+    arch_normalize: tuple[Stats, str] | None = None
 
 
 def load_teacher(
@@ -133,10 +155,12 @@ def load_teacher(
     if found.module is not None:
         if source_kind == "state_dict":
             source_kind = "pickled_module"
-        return _from_module(found, p, source_kind, arch, num_classes, in_channels)
-    assert found.state_dict is not None
-    model, arch, num_classes, notes = _fit_weights(found, p, arch, num_classes, in_channels)
-    return _make_teacher(model, canonical_arch(arch), num_classes, source_kind, trusted, found.notes + notes)
+        teacher = _from_module(found, p, source_kind, arch, num_classes, in_channels)
+    else:
+        assert found.state_dict is not None
+        model, arch, num_classes, notes = _fit_weights(found, p, arch, num_classes, in_channels)
+        teacher = _make_teacher(model, canonical_arch(arch), num_classes, source_kind, trusted, found.notes + notes)
+    return replace(teacher, normalize=recorded_normalization(found.extras))
 
 
 def _classes(state_dict: dict[str, torch.Tensor], extras: dict) -> int | None:
@@ -229,11 +253,14 @@ def _make_teacher(
         param.requires_grad_(False)
     state_dict = model.state_dict()
     # a model that cannot be tapped at all (TorchScript) has no default layer to tap
-    is_cifar = (
-        tap_refusal(model) is None
-        and infer_cifar_resnet(state_dict) is not None
-        and any(name == DEFAULT_LAYER for name, _ in model.named_modules())
-    )
+    tappable = tap_refusal(model) is None
+    names = {name for name, _ in model.named_modules()} if tappable else set()
+    is_cifar = tappable and infer_cifar_resnet(state_dict) is not None and DEFAULT_LAYER in names
+    table = arch_default(arch)
+    if table is not None and table.layer in names:
+        setattr(model, LAYER_POOLINGS_ATTR, {table.layer: table.pooling})  # what "auto" pooling means there
+    else:
+        table = None
     return Teacher(
         model=model,
         arch=arch,
@@ -242,8 +269,10 @@ def _make_teacher(
         num_classes=num_classes,
         source_kind=source_kind,
         trusted_code=trusted,
-        default_layer=DEFAULT_LAYER if is_cifar else None,
+        default_layer=table.layer if table else DEFAULT_LAYER if is_cifar else None,
         notes=notes,
+        default_pooling=table.pooling if table else None,
+        arch_normalize=arch_normalization(arch),
     )
 
 
@@ -262,17 +291,7 @@ def load_embedded_teacher() -> Teacher:
                 "regenerate it with python examples/make_embedded.py or reinstall fpkit"
             )
         loaded = load_teacher(path, arch="resnet8", num_classes=10)
-    return Teacher(
-        model=loaded.model,
-        arch="resnet8",
-        weights_sha256=loaded.weights_sha256,
-        num_params=loaded.num_params,
-        num_classes=loaded.num_classes,
-        source_kind="embedded",
-        trusted_code=False,
-        default_layer=loaded.default_layer,
-        notes=loaded.notes,
-    )
+    return replace(loaded, arch="resnet8", source_kind="embedded", trusted_code=False)
 
 
 __all__ = ["SOURCE_KINDS", "Teacher", "load_embedded_teacher", "load_teacher"]

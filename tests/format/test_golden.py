@@ -31,10 +31,10 @@ def _make_golden():
 MG = _make_golden()
 
 
-def test_the_three_files_are_there_and_small():
+def test_the_golden_files_are_there_and_small():
     assert NAMES == sorted(MG.FILES)
     for name in NAMES:
-        assert (H.GOLDEN / name).stat().st_size < 40_000
+        assert (H.GOLDEN / name).stat().st_size < 48_000
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -42,7 +42,9 @@ def test_values_equal_expected_json(name):
     exp = EXPECTED["files"][name]
     fp = open_fingerprints(H.GOLDEN / name)
     assert verify_fingerprints(H.GOLDEN / name) == []
-    assert fp.format_version == exp["format_version"] == "1.0"
+    want = "1.0" if name in MG.FILES_1_0 else "1.1" if name in MG.FILES_1_1 else "1.2"
+    assert fp.format_version == exp["format_version"] == want
+    assert (None if fp.metadata.dataset.subset is None else fp.metadata.dataset.subset.to_json()) == exp["subset"]
     assert fp.metadata.storage.to_json() == exp["storage"]
     assert fp.labels.tolist() == exp["labels"]
     assert [int(x) for x in fp.sample_digests] == exp["sample_digests"]
@@ -143,3 +145,74 @@ def test_zstd_filter_name_is_the_only_difference_a_registered_plugin_makes(tmp_p
         fa = [pa.get_filter(i)[:3] for i in range(pa.get_nfilters())]
         assert fa == [pb.get_filter(i)[:3] for i in range(pb.get_nfilters())]
         assert fa == [(2, 1, (1,)), (32015, 1, (3,))]  # shuffle, zstd level 3; both optional
+
+
+# ---------------------------------------------------------------------------- format 1.1
+def test_1_0_files_have_none_of_1_1(tmp_path):
+    for name in MG.FILES_1_0:
+        with h5py.File(H.GOLDEN / name, "r") as f:
+            assert "README" not in f and "description" not in f["labels"].attrs
+            assert f.attrs["format_version"] == "1.0" and "subset" not in f.attrs["metadata"]
+
+
+@pytest.mark.parametrize("name", MG.FILES_1_1)
+def test_1_1_files_explain_themselves_to_plain_h5py(name):
+    with h5py.File(H.GOLDEN / name, "r") as f:
+        assert set(f.attrs) == {"format", "format_version", "metadata", "complete"}  # the root set stays closed
+        readme = f["README"][()].decode()
+        assert "'complete' is the lowercase hex SHA-256" in readme and "unfinished" in readme
+        assert f["README"].attrs["must_understand"] is np.False_  # marked: a 1.0 reader ignores it
+        meta = json.loads(f.attrs["metadata"])
+        assert "README" not in meta["datasets"]  # not a dataset of section 4
+        for i, lay in enumerate(meta["layers"]):
+            g = f[f"layers/{i}"]
+            assert (g.attrs["name"], g.attrs["pooling"]) == (lay["name"], lay["pooling"])
+            assert (int(g.attrs["d"]), int(g.attrs["r"])) == (lay["d"], lay["projection"]["r"])
+        for path in meta["datasets"]:
+            text = f[path].attrs["description"]
+            assert isinstance(text, str) and text
+        if meta["storage"]["dtype"] == "int8":
+            assert "multiply each row by layers/0/sample_scale" in f["layers/0/sample"].attrs["description"]
+        assert "layer 'layer3'" in f["layers/0/sample"].attrs["description"] or name == MG.FILES_1_1[0]
+
+
+def test_1_1_subset_golden():
+    fp = open_fingerprints(H.GOLDEN / MG.FILES_1_1[1])
+    s = fp.metadata.dataset.subset
+    assert (s.start, s.stop, s.source_num_samples) == (20, 32, 50) and fp.num_samples == 12
+    assert s.to_json() == {"start": 20, "stop": 32, "source_num_samples": 50, "must_understand": False}
+    assert open_fingerprints(H.GOLDEN / MG.FILES_1_1[0]).metadata.dataset.subset is None
+
+
+@pytest.mark.parametrize("name", MG.FILES_1_1)
+def test_a_1_0_reader_reads_1_1_files(name):
+    """What 1.1 adds is ignorable by 1.0's rules: the metadata validates against the schema of
+    1.0 (no ``subset``: an unknown field marked must_understand = false), every new HDF5 object is
+    marked, and the new attributes are below the root (ignored, errata 5)."""
+    from fpkit.format._validate import load_schema, validate
+    from fpkit.format.checks import marked_ignorable
+
+    schema_1_0 = json.loads(json.dumps(load_schema()))
+    del schema_1_0["properties"]["dataset"]["properties"]["subset"]
+    with h5py.File(H.GOLDEN / name, "r") as f:
+        validate(json.loads(f.attrs["metadata"]), schema_1_0)
+        old = {n for n in EXPECTED_1_0_OBJECTS}
+        new = [k for k in f.keys() if k not in old]
+        assert new == ["README"] and marked_ignorable(f["README"])
+
+
+EXPECTED_1_0_OBJECTS = ("labels", "sample_digests", "class_counts", "view_params", "layers")
+
+
+@pytest.mark.parametrize("name", MG.FILES_1_2)
+def test_1_2_view_params_follow_the_policy(name):
+    """1.2: view_params is int32 [N, K, 5], the spec's sampler for images of SIZES, seed 7."""
+    from fpkit.views import policy_from_dict, views_for
+
+    fp = open_fingerprints(H.GOLDEN / name)
+    m = fp.metadata
+    assert m.dataset.image_shape == (None, None, 3)
+    assert fp.view_params.dtype == np.int32 and fp.view_params.shape == (MG.N, m.views.per_sample, 5)
+    images = [np.zeros((3, h, w), dtype=np.uint8) for h, w in MG.SIZES]
+    want = views_for(policy_from_dict(m.views.policy), np.arange(MG.N), m.views.count, 7, images)
+    assert np.array_equal(fp.view_params, want)

@@ -14,6 +14,7 @@ from fpkit.format import (
     Accuracy,
     DatasetInfo,
     Metadata,
+    Normalization,
     StorageInfo,
     TeacherInfo,
     ViewsInfo,
@@ -126,7 +127,8 @@ def test_example_files_are_valid_and_hold_their_inputs(tmp_path):
 
 def test_example_contents_can_be_changed_with_replace(tmp_path):
     data = write_example_file(tmp_path / "a.h5")
-    c = replace(data.contents, dataset=example_dataset(name="other", image_shape=(28, 28, 1)))
+    one_channel = Normalization(mean=(0.5,), std=(0.25,))  # one constant per channel (errata 2026-12)
+    c = replace(data.contents, dataset=example_dataset(name="other", image_shape=(28, 28, 1), normalize=one_channel))
     from fpkit.testing import write_rows
 
     write_rows(tmp_path / "b.h5", c, data.rows)

@@ -168,6 +168,7 @@ def test_claimed_table_bytes_beyond_file_size(f16):
     meta = H.get_metadata(f16)
     n = 1_000_000
     meta["dataset"]["num_samples"] = n
+    meta["teacher"]["accuracy"]["count"] = n * meta["views"]["per_sample"]  # N x K (errata 2026-12)
     for name, info in meta["datasets"].items():
         if name in ("labels", "sample_digests") or name.endswith("/sample"):
             info["shape"][0] = n

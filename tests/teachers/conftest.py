@@ -17,3 +17,9 @@ def net() -> torch.nn.Module:
     with torch.no_grad():
         model(torch.randn(8, 3, 32, 32))
     return model.eval()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "heavy: a test of a large model (a torchvision ViT-B/16, ~5 s); deselect with -m 'not heavy'"
+    )

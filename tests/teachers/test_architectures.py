@@ -19,7 +19,7 @@ def test_torchvision_arch(tmp_path: Path) -> None:
     path = tmp_path / "r18.pt"
     torch.save(model.state_dict(), path)
     t = load_teacher(path, arch="torchvision:resnet18")
-    assert (t.arch, t.num_classes, t.default_layer) == ("torchvision:resnet18", 10, None)
+    assert (t.arch, t.num_classes, t.default_layer, t.default_pooling) == ("torchvision:resnet18", 10, "layer4", "avg")
     with pytest.raises(ConfigError, match="cannot tell the architecture"):
         load_teacher(path)
     assert load_teacher(path, arch="resnet18").arch == "torchvision:resnet18"

@@ -47,3 +47,19 @@ def test_embedded_teacher() -> None:
         False,
         "layer3",
     )
+
+
+def test_recorded_normalization(tmp_path: Path, net: torch.nn.Module) -> None:
+    """Issue 11 item 1: the mean/std a checkpoint records reach the Teacher (both conventions)."""
+    sd = net.state_dict()
+    cases = [
+        ({"model": sd, "mean": [0.4, 0.5, 0.6], "std": [0.2, 0.2, 0.3]}, ((0.4, 0.5, 0.6), (0.2, 0.2, 0.3))),
+        ({"state_dict": sd, "normalize": {"mean": [0.1] * 3, "std": [0.5] * 3}}, ((0.1,) * 3, (0.5,) * 3)),
+        ({"model": sd, "mean": [0.4, 0.5, 0.6], "std": [0.0, 0.2, 0.3]}, None),  # std 0: not a normalisation
+        ({"model": sd, "mean": "imagenet"}, None),
+        (sd, None),
+    ]
+    for i, (obj, want) in enumerate(cases):
+        torch.save(obj, tmp_path / f"t{i}.pt")
+        assert load_teacher(tmp_path / f"t{i}.pt", arch="resnet8").normalize == want, i
+    assert load_embedded_teacher().normalize == ((0.4914, 0.4822, 0.4465), (0.247, 0.2435, 0.2616))

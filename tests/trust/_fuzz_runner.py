@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 
+from fpkit._text import printable  # noqa: E402
 from fpkit.errors import FpkitError  # noqa: E402
 from fpkit.format import open_fingerprints  # noqa: E402
 
@@ -308,7 +309,9 @@ def child(path: str, case: dict, orig, timeout: int, report: str) -> None:
         cli_stdout=out[-300:],
         cli_stderr=err[-1200:],
         cli_lines=len(lines),
-        cli_lines_ok=bool(lines) and all(ln.startswith("fpkit:") for ln in lines) and "Traceback" not in err,
+        cli_lines_ok=bool(lines)
+        and all(ln.startswith("fpkit:") and printable(ln) == ln for ln in lines)
+        and "Traceback" not in err,
     )
     Path(report).write_text(json.dumps(res))
 
@@ -363,7 +366,7 @@ def run_case(case: dict, originals: dict, loaded: dict, workdir: Path, timeout: 
                 sub_rc=p.returncode,
                 sub_stderr=p.stderr[-1200:],
                 sub_lines_ok=(not lines if p.returncode == 0 else bool(lines))
-                and all(ln.startswith("fpkit:") for ln in lines)
+                and all(ln.startswith("fpkit:") and printable(ln) == ln for ln in lines)
                 and "Traceback" not in p.stderr,
             )
         except subprocess.TimeoutExpired:

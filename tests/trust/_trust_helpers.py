@@ -100,7 +100,7 @@ def data_regions(path) -> list[tuple[int, int, str]]:
     out: list[tuple[int, int, str]] = []
 
     def visit(name, obj):
-        if not isinstance(obj, h5py.Dataset):
+        if not isinstance(obj, h5py.Dataset) or name == "README":  # 1.1's informative text: never read
             return
         if obj.chunks is None:
             off = obj.id.get_offset()

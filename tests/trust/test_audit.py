@@ -148,7 +148,7 @@ def test_build_redact_seed_is_secret_unless_given(tiny_teacher, tmp_path):
 
 
 def test_cli_audit_json_and_text(tmp_path):
-    path = H.write_file(tmp_path / "fp.h5", d=16, r=8, layers=2, accuracy=Accuracy(0.5, "views", 80))
+    path = H.write_file(tmp_path / "fp.h5", d=16, r=8, layers=2, accuracy=Accuracy(0.5, "views", 40 * 8))
     res = cli("audit", path, "--json")
     assert res.exit_code == 0, res.output
     rep = json.loads(res.stdout)

@@ -109,6 +109,7 @@ def test_bad_r(tiny_teacher, tmp_path, r):
     expect_error(
         run("build", tiny_teacher, "synthetic:8x10", "--r", r, "-o", tmp_path / "out.h5", *QUICK),
         "--r must be a positive integer",
+        code=2,  # a bad option value is a usage error (issue 11)
     )
 
 
@@ -295,6 +296,7 @@ def test_zero_sizes_name_their_option(tiny_teacher, tmp_path, option):
     expect_error(
         run("build", tiny_teacher, "synthetic:8x10", "-o", tmp_path / "out.h5", *QUICK, option, "0"),
         f"{option} must be an integer >= 1",
+        code=2,
     )
 
 

@@ -113,6 +113,8 @@ def _struct_cases(name: str, path: Path) -> list[dict]:
     def add(expect="error", **kw):
         c.append(dict(kind="struct", region="struct", expect=expect, **kw))
 
+    readme = "README" in datasets  # format 1.1's informative text (marked must_understand = false)
+    datasets = [p for p in datasets if p != "README"]
     for p in datasets:
         add(op="del", path=p)
         add(op="replace", path=p, how="changed_value")
@@ -187,8 +189,18 @@ def _struct_cases(name: str, path: Path) -> list[dict]:
     add(op="add", path="layers/7", group=True)
     add(op="add", path="layers/0/extra")
     add(op="attr_on", path=table, name="note", value={"type": "str", "value": "x"}, expect="any")
+    # format 1.1: the README dataset and the description attributes are informative: garbage in
+    # them, or their absence, changes nothing read; an unmarked README is unknown
+    if readme:
+        add(op="del", path="README", expect="any")
+        add(op="attr_on", path="README", name="must_understand", value={"type": "int", "value": 0})
+        add(op="replace", path="README", how="string", expect="error")
+    for path, name in ((table, "description"), ("layers/0", "name"), ("layers/0", "d"), ("labels", "description")):
+        for value in ({"type": "bytes", "value": "fffe1b5b33316d"}, {"type": "array_int", "value": [1, 2]}):
+            add(op="attr_on", path=path, name=name, value=value, expect="any")
     meta = json.loads(meta_text)
     stored = meta["layers"][0]["projection"]["stored"]
+    n_rows = meta["dataset"]["num_samples"]
     codec, dtype = meta["storage"]["codec"], meta["storage"]["dtype"]
     # (edits, expectation) with the completion digest recomputed: an error wherever the tables, the
     # stored projection or the schema contradict the edit; otherwise a consistent edit of the
@@ -213,6 +225,10 @@ def _struct_cases(name: str, path: Path) -> list[dict]:
         ([["del", ["layers", "0", "tables", "sample"]]], "error"),
         ([["set", ["layers"], []]], "error"),
         ([["set", ["format_extra"], {"must_understand": False}]], "metadata_only"),
+        # format 1.1's dataset.subset: a range that does not fit the file is refused
+        ([["set", ["dataset", "subset"], _subset(5, 5 + n_rows, 4 + n_rows)]], "error"),
+        ([["set", ["dataset", "subset"], _subset(0, n_rows + 1, 10**6)]], "error"),
+        ([["set", ["dataset", "subset"], _subset(5, 5 + n_rows, 10**6)]], "metadata_only"),
         ([["set", ["teacher", "num_params"], 1]], "metadata_only"),
     ]
     for other in ("float32", "float16", "int8"):
@@ -227,6 +243,10 @@ def _struct_cases(name: str, path: Path) -> list[dict]:
         add(op="setmeta", edits=e, expect=expect)
     add(op="setmeta", edits=[["set", ["teacher", "num_params"], 1]], rehash=False)
     return c
+
+
+def _subset(start: int, stop: int, total: int) -> dict:
+    return {"start": start, "stop": stop, "source_num_samples": total, "must_understand": False}
 
 
 def make_cases(files: dict[str, Path], count: int, seed: int) -> list[dict]:

@@ -9,7 +9,9 @@ the file's N).  Construction checks that the dataset is
 the one the file describes and raises :class:`~fpkit.errors.MismatchError` saying what differs.
 
 The object holds the tables as numpy arrays and no HDF5 handle, so DataLoader workers (fork or
-spawn) can use it directly.
+spawn) can use it directly.  The file is read and verified once, here; its arrays then move to
+shared memory (:mod:`fpkit.shared_tables`), so 8 workers map one copy of the tables instead of
+unpickling 8 (spawn, forkserver).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from PIL import Image
 from .errors import ConfigError, MismatchError
 from .format import FingerprintFile, open_fingerprints
 from .format.digests import labels_sha256, sample_digest
+from .shared_tables import share_file
 from .views import Policy, ViewPolicy, policy_from_dict, replay_tensor
 
 
@@ -86,6 +89,7 @@ class FingerprintDataset(torch.utils.data.Dataset):
             self._tables = {n: self.fp.table(table, n) for n in self.layers}
         else:
             self._tables = {}
+        self._tables = share_file(self.fp, self._tables)  # one copy for every DataLoader worker
         self._check_dataset(check_samples if table != "class" else 0)
 
     # ------------------------------------------------------------------ checks

@@ -23,6 +23,8 @@ Memory: builds of --mem-n samples each run in a fresh subprocess, which reports 
 
 Quick (defaults, ~2-3 min on a 2-core CPU):  python -m bench.build
 Full:  python -m bench.build --n 2000 --pil-n 500 --reps 5 --mem-n 1000,10000,50000
+Default batch vs best (issue 11 item 7; whole builds at each batch and at fpkit's default, interleaved):
+    python -m bench.build --arch resnet56 --n 512 --threads 1 --build-sweep 32,64,128,256,512
 Smallest (a check that it runs):
     python -m bench.build --n 20 --pil-n 2 --views 2 --reps 1 --arch resnet8 --batch-size 64 --mem-n 20
 """

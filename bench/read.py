@@ -19,6 +19,7 @@
 
 Quick (defaults, ~1-2 min on a 2-core CPU):  python -m bench.read
 Full:  python -m bench.read --n 50000 --reps 5
+ImageNet scale (1.28 M x 128 float16, 8 workers: memory, random-row reads): python -m bench.read --scale
 Smallest (a check that it runs):
     python -m bench.read --n 20 --workers 0 --reps 1 --batch-size 8 --lookups 100 --file-n 500 --file-reps 1
 """
@@ -109,6 +110,11 @@ def call_each(fn, idx: np.ndarray):
 
 
 def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--scale" in argv:  # ImageNet-scale memory and random-row reads: bench/read_scale.py
+        from bench import read_scale
+
+        return read_scale.main([a for a in argv if a != "--scale"])
     args = parse_args(argv)
     run = H.Run("read", "bench_read: FingerprintDataset / DataLoader, row lookups, file open", args)
     dev = run.device

@@ -22,7 +22,11 @@
    reconstruction, and of one that adds a prior mean (the mean of the even-numbered samples'
    features, evaluated on the odd-numbered ones).
 
+0. Storage at ImageNet scale (bench/storage_scale.py): per-sample, per-class and per-view tables
+   for N = 1.28 M, C = 1000 from fpkit.format.layout, next to FKD's and TinyViT's published sizes.
+
 Quick (defaults, ~1 min):  python -m bench.storage
+Just the ImageNet-scale table:  python -m bench.storage --scale-only
 The defaults are the full setting.  Random-weight features instead of the embedded teacher's:
     python -m bench.storage --teacher random --feat-arch resnet56
 Smallest (a check that it runs):
@@ -69,6 +73,9 @@ def parse_args(argv=None):
     p.add_argument("--feat-arch", default="resnet20", help="random-weight teacher when not using the embedded one")
     p.add_argument("--size-teacher", default="resnet56", help="teacher whose fp32 size is compared")
     p.add_argument("--privacy-rs", default="16,32,48")
+    p.add_argument(
+        "--scale-only", action="store_true", help="print only the ImageNet-scale table (bench/storage_scale.py)"
+    )
     H.add_common_args(p)
     return p.parse_args(argv)
 
@@ -244,6 +251,12 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     run = H.Run("storage", "bench_storage: sizes, fidelity, codecs, privacy of fingerprint tables", args)
     dev = run.device
+    from bench.storage_scale import print_scale_table
+
+    run.results["imagenet_scale"] = print_scale_table()  # N = 1.28 M, C = 1000, next to FKD and TinyViT
+    if args.scale_only:
+        print(f"raw results: {run.save()}")
+        return
     from fpkit.models import get_cifar_resnet
     from fpkit.projection import make_projection
 

@@ -38,10 +38,18 @@ K = TypeVar("K")
 
 class SharedArray(np.ndarray):
     """A numpy array in shared memory; pickled as a handle to that memory under torch's
-    multiprocessing reductions (DataLoader workers), as its bytes by plain pickle.  Views of it
-    (rows, slices) are ordinary arrays when pickled."""
+    multiprocessing reductions (DataLoader workers), as its bytes by plain pickle.  Indexing it
+    gives plain ndarrays (pickled as their values)."""
 
     _shared: torch.Tensor | None = None  # the uint8 shared storage; set on the root array only
+    _plain: np.ndarray | None = None  # the same memory as a plain ndarray; root array only
+
+    def __getitem__(self, key):
+        # rows and slices come out as plain ndarrays: a subclass instance has a __dict__, so the
+        # garbage collector tracks each one, and a DataLoader worker making thousands per second
+        # ran full collections that cost time and copied its inherited heap (fork, forkserver)
+        plain = self._plain if self._plain is not None else self.view(np.ndarray)
+        return plain[key]
 
     def __reduce__(self):
         if self._shared is None:  # a view: pickle its values
@@ -52,7 +60,7 @@ class SharedArray(np.ndarray):
 def _from_shared(storage: torch.Tensor, dtype: str, shape: tuple[int, ...]) -> SharedArray:
     """The array over ``storage`` (uint8 bytes in shared memory) with its dtype and shape."""
     arr = storage.numpy().view(np.dtype(dtype)).reshape(shape).view(SharedArray)
-    arr._shared = storage
+    arr._shared, arr._plain = storage, arr.view(np.ndarray)
     return arr
 
 

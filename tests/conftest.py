@@ -9,6 +9,16 @@ import torch
 from _support import write_tiny_teacher
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` need a GPU: skipped where torch sees none (bench/gpu_check.sh runs them)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA (run bench/gpu_check.sh on a GPU machine)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def _few_threads():
     """Two cores, several test processes: one torch thread per test keeps timings sane."""

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from _support import ROOT, subprocess_env
 
-OPTIONS = ["--views", "2", "--dtype", "float32", "--replay", "--chunk-size", "40", "--limit", "200", "--device", "cpu"]
+OPTIONS = ["--views", "2", "--dtype", "float32", "--replay", "--chunk-size", "24", "--limit", "120", "--device", "cpu"]
 
 
 def _free_port() -> int:
@@ -71,7 +71,7 @@ def test_torchrun_two_processes_write_the_one_process_file(tmp_path: Path):
     meta_1, sha_1 = _contents(one_out)
     assert sha_d == sha_1
     assert set(sha_d) >= {"layers/0/sample", "layers/0/class", "layers/0/views", "view_params", "sample_digests"}
-    assert set(meta_d["datasets"]) == set(sha_d)
+    assert set(meta_d["datasets"]) <= set(sha_d)  # and the informative README
     for name, entry in meta_d["datasets"].items():
         assert entry == meta_1["datasets"][name]
     assert meta_d["compute"]["world_size"] == 2 and meta_1["compute"]["world_size"] == 1

@@ -80,7 +80,13 @@ CASES = {
     ),
     "storage": (
         ["--n", "1000", "--synthetic-n", "1000", "--real-views", "1", "--rs", "64,128", "--privacy-rs", "16"],
-        ["Table sizes", "Fidelity: minimum row cosine", "Codecs on float16", "Privacy, synthetic features"],
+        [
+            "Storage at ImageNet scale: N = 1,281,167",
+            "Table sizes",
+            "Fidelity: minimum row cosine",
+            "Codecs on float16",
+            "Privacy, synthetic features",
+        ],
         False,
     ),
     "codecs": (
@@ -129,3 +135,51 @@ def test_stdlib_codecs_is_not_shadowed_from_the_bench_folder():
     )
     assert p.returncode == 0, p.stderr
     assert Path(p.stdout.strip()).parent != ROOT / "bench"
+
+
+def test_build_sweep_runs_and_records_the_real_batches(tmp_path: Path):
+    """`bench.build --build-sweep` times whole builds at each batch and at fpkit's default, and
+    records each build's real batch from the file (the CPU default for the default run)."""
+    from fpkit.build.job import default_batch_size
+
+    if not (CIFAR10_JPEG / "train").is_dir():
+        pytest.skip(f"bench.build needs the CIFAR-10 JPEG images in {CIFAR10_JPEG} (see /work/shared/data)")
+    out = tmp_path / "sweep.json"
+    args = ["--n", "20", "--views", "2", "--reps", "1", "--arch", "resnet8", "--build-sweep", "8,16"]
+    p = subprocess.run(
+        [PYTHON, "-m", "bench.build", *args, "--device", "cpu", "--threads", "1", "--out", str(out)],
+        cwd=ROOT,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    assert "Batch sweep, teacher resnet8" in p.stdout and "default / best >= 0.95" in p.stdout, p.stdout
+    res = json.loads(out.read_text())["results"]
+    assert res["real_batch"] == {
+        "fpkit build, default batch": default_batch_size("cpu") // 2 * 2,
+        "fpkit build, batch 8": 8,
+        "fpkit build, batch 16": 16,
+    }
+    assert 0 < res["headline"]["default_over_best"] <= 1
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps_rollup").exists(), reason="reads /proc/<pid>/smaps_rollup (Linux)")
+def test_read_scale_runs_and_workers_add_no_copy(tmp_path: Path):
+    """`bench.read --scale` (bench/read_scale.py) at a tiny size: it measures, and shared tables
+    add no copy per worker."""
+    out = tmp_path / "scale.json"
+    args = ["--scale", "--n", "100000", "--workers", "2", "--batches", "4", "--lookups", "200", "--private"]
+    p = subprocess.run(
+        [PYTHON, "-m", "bench.read", *args, "--threads", "1", "--out", str(out)],
+        cwd=ROOT,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    assert "DataLoader memory, N=100,000" in p.stdout and "Random-row reads" in p.stdout, p.stdout
+    res = json.loads(out.read_text())["results"]
+    assert max(res["shared"]["extra_worker_mib"]) < 0.5 * res["held_mib"] < min(res["private"]["extra_worker_mib"])

@@ -80,3 +80,24 @@ def test_torchrun_two_processes_write_the_one_process_file(tmp_path: Path):
         for key in ("world_size", "device"):
             meta["compute"].pop(key)
     assert meta_d == meta_1
+
+
+def test_torchrun_rank0_error_reaches_every_rank(tmp_path: Path):
+    """An error rank 0 finds while preparing (here: no output folder) ends every rank with fpkit's
+    one-line message, not a communication traceback on the ranks that wait for rank 0."""
+    pytest.importorskip("torch.distributed.run")
+    env = subprocess_env()
+    env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
+        env.pop(key, None)
+    out = tmp_path / "missing" / "fp.h5"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    cmd += ["-m", "fpkit", "build", "embedded", "embedded", *OPTIONS, "-o", str(out)]
+    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode != 0
+    assert p.stderr.count("fpkit: error: output folder") == 2, p.stderr[-3000:]
+    assert "(reported by rank 0)" in p.stderr
+    # torchrun's launcher prints its own traceback (ChildFailedError); none may come from fpkit or gloo
+    frames = [line for line in p.stderr.splitlines() if line.strip().startswith('File "') and "/fpkit/" in line]
+    assert not frames and "Connection reset" not in p.stderr, p.stderr[-3000:]
+    assert not out.parent.exists()

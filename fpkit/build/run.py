@@ -170,8 +170,8 @@ def _run(
         if dist.rank == 0:
             for warning in wide_projection_warnings(plan, len(source.classes)):
                 say(f"[fpkit build] warning: {warning}")
-        prepared = prepare_output(out, plan, force=o.force, resume=o.resume, say=say) if dist.rank == 0 else None
-        if dist.share(prepared) == ALREADY_DONE:
+        prepared = dist.on_rank0(lambda: prepare_output(out, plan, force=o.force, resume=o.resume, say=say))
+        if prepared == ALREADY_DONE:
             return _result(out, n, k, 0, time.perf_counter() - t0, layers)
         job = BuildJob(plan, source, teacher, tap, dev, specs, WorkStore(work, plan), o.num_workers)
         chunks = plan.chunks_for_rank(dist.rank, dist.world)

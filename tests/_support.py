@@ -33,3 +33,25 @@ def write_tiny_teacher(path: Path) -> Path:
             m.running_var.uniform_(0.5, 1.5)
     torch.save({"model": model.state_dict(), "epoch": 1}, path)
     return path
+
+
+SYNTHETIC_DATA = "synthetic:24x10"
+
+
+def build_options(tmp_path: Path, teacher: Path, **changes):
+    """BuildOptions of a small, fast CPU build of ``teacher`` over 24 synthetic images (3 views,
+    float32, 12 views per forward, chunks of 8) into ``tmp_path / "fp.h5"``; ``changes`` override."""
+    from fpkit.build import BuildOptions
+
+    base = dict(
+        teacher=str(teacher),
+        dataset=SYNTHETIC_DATA,
+        output=str(tmp_path / "fp.h5"),
+        views=3,
+        dtype="float32",
+        chunk_size=8,
+        batch_size=12,
+        device="cpu",
+    )
+    base.update(changes)
+    return BuildOptions(**base)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision.transforms.functional as TF
-from _support import PYTHON, subprocess_env, write_tiny_teacher
+from _support import PYTHON, SYNTHETIC_DATA, build_options, subprocess_env, write_tiny_teacher
 
 from fpkit.build import BuildInterrupted, BuildOptions, build, workstore
 from fpkit.datasets import open_source
@@ -21,22 +21,11 @@ from fpkit.format import open_fingerprints, verify_fingerprints
 from fpkit.projection import make_projection
 from fpkit.teachers import load_teacher
 
-DATA = "synthetic:24x10"
+DATA = SYNTHETIC_DATA
 
 
 def opts(tmp_path, teacher, **kw) -> BuildOptions:
-    base = dict(
-        teacher=str(teacher),
-        dataset=DATA,
-        output=str(tmp_path / "fp.h5"),
-        views=3,
-        dtype="float32",
-        chunk_size=8,
-        batch_size=12,
-        device="cpu",
-    )
-    base.update(kw)
-    return BuildOptions(**base)
+    return build_options(tmp_path, teacher, **kw)
 
 
 def independent_fingerprints(teacher_path, params_per_sample, layer="layer3", seed=0, r=128, data=DATA):

@@ -10,6 +10,7 @@ import re
 import numpy as np
 import pytest
 import torch
+from _support import SYNTHETIC_DATA, build_options
 from click.testing import CliRunner
 
 from fpkit import FingerprintDataset
@@ -22,22 +23,11 @@ from fpkit.datasets import open_source
 from fpkit.errors import ConfigError, MismatchError, OptionError
 from fpkit.format import Subset, open_fingerprints
 
-DATA = "synthetic:24x10"
+DATA = SYNTHETIC_DATA
 
 
 def opts(tmp_path, teacher, **kw) -> BuildOptions:
-    base = dict(
-        teacher=str(teacher),
-        dataset=DATA,
-        output=str(tmp_path / "fp.h5"),
-        views=3,
-        dtype="float32",
-        chunk_size=4,
-        batch_size=12,
-        device="cpu",
-    )
-    base.update(kw)
-    return BuildOptions(**base)
+    return build_options(tmp_path, teacher, **{"chunk_size": 4, **kw})
 
 
 def test_a_range_is_the_same_rows_as_the_whole_split(tmp_path, tiny_teacher):

@@ -118,6 +118,31 @@ def storage_problem(d: h5py.Dataset, want_chunks: tuple[int, ...]) -> str | None
     want = -(-d.shape[0] // want_chunks[0])
     if got != want:
         return f"has {got} of its {want} chunks stored: some rows were never written"
+    return chunk_extent_problem(d, {code for code, _ in flags}, got)
+
+
+# the least bytes a stored chunk can hold: fletcher32's checksum, and a zlib stream's header and trailer
+_FLETCHER32_BYTES, _ZLIB_MIN_BYTES = 4, 8
+
+
+def chunk_extent_problem(d: h5py.Dataset, filters: set[int], count: int) -> str | None:
+    """Every stored chunk lies inside the file and is large enough for its filters (an
+    uncompressed chunk is exactly its raw size plus the checksum).  libhdf5 does not check
+    this before decoding: a damaged chunk size of a few bytes crashed it (fuzz case 7887, seed
+    20261206, a bit flipped in a gzip file's chunk index)."""
+    file_size = d.file.id.get_filesize()
+    checksum = _FLETCHER32_BYTES if h5py.h5z.FILTER_FLETCHER32 in filters else 0
+    compressed = bool(filters - {h5py.h5z.FILTER_FLETCHER32, h5py.h5z.FILTER_SHUFFLE})
+    raw = int(np.prod(d.chunks)) * d.dtype.itemsize
+    least = checksum + (_ZLIB_MIN_BYTES if h5py.h5z.FILTER_DEFLATE in filters else 1)
+    for i in range(count):
+        info = d.id.get_chunk_info(i)
+        if info.byte_offset is None or info.byte_offset + info.size > file_size:
+            return f"has chunk {i} stored beyond the end of the file"
+        if not compressed and info.size != raw + checksum:
+            return f"has chunk {i} of {info.size} bytes where {raw + checksum} are stored"
+        if info.size < least:
+            return f"has chunk {i} of {info.size} bytes, too few for its filters"
     return None
 
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from fpkit.augment import ViewPolicy
 from fpkit.format import Accuracy, FileContents, LayerSpec, Provenance, StorageInfo, Subset, sample_digest
+from fpkit.format.logits import LogitsSpec
 from fpkit.projection import make_projection
 from fpkit.testing import (
     example_compute,
@@ -30,6 +31,7 @@ from fpkit.testing import (
     example_policy_views,
     example_teacher,
     example_views,
+    write_logit_file,
     write_rows,
 )
 
@@ -49,7 +51,13 @@ CLASSES = ["cat", "dog", "eel"]
 FILES_1_0 = ("v1-float16-none.h5", "v1-int8-zstd.h5", "v1-float32-gzip-replay-redacted.h5")
 FILES_1_1 = ("v1.1-float16-none.h5", "v1.1-int8-gzip-subset.h5")
 FILES_1_2 = ("v1.2-resized-crop-replay.h5", "v1.2-center-replay.h5")
-FILES = FILES_1_0 + FILES_1_1 + FILES_1_2
+FILES_1_3 = (
+    "v1.3-logits-mean.h5",
+    "v1.3-logits-full-float32-gzip-replay.h5",
+    "v1.3-logits-topk-replay.h5",
+    "v1.3-logits-sample-zstd-replay.h5",
+)
+FILES = FILES_1_0 + FILES_1_1 + FILES_1_2 + FILES_1_3
 SIZES = [(32 + 4 * i, 48 - 2 * i) for i in range(N)]  # 1.2: the (H, W) of images of varied sizes
 SUBSET = Subset(start=20, stop=20 + N, source_num_samples=50)  # samples 20..31 of a split of 50
 TEACHER = example_teacher(weights_sha256=hashlib.sha256(b"fpkit golden teacher").hexdigest(), num_params=78042)
@@ -82,6 +90,11 @@ def view_fingerprints(R: np.ndarray, k: int, seed: int) -> np.ndarray:
     return out
 
 
+def golden_logits(k: int, seed: int) -> np.ndarray:
+    """float32 [N, k, C] teacher logits in [-4, 4): 8 * float32(rng.random) - 4, element-wise."""
+    return np.random.default_rng(seed).random((N, k, C)).astype(np.float32) * np.float32(8) - np.float32(4)
+
+
 def mean_views(v: np.ndarray) -> np.ndarray:
     """float32 mean over the views axis, summed in view order."""
     acc = np.zeros((v.shape[0], v.shape[2]), dtype=np.float32)
@@ -107,6 +120,7 @@ def _write(
     version="1.0",
     subset=None,
     policy=None,
+    logits=None,
 ) -> None:
     contents = FileContents(
         layers=layers,
@@ -124,6 +138,10 @@ def _write(
         storage=StorageInfo(dtype=dtype, codec=codec, chunk_rows=CHUNK_ROWS),
         provenance=PROVENANCE,
     )
+    if logits is not None:  # format 1.3: (spec, float32 logits [N, C] or [N, K, C])
+        contents = replace(contents, logits=logits[0])
+        write_logit_file(path, contents, rows, logits[1], views=views, view_params=view_params, batches=batches)
+        return
     write_rows(
         path, contents, rows, views=views, view_params=view_params, batches=batches, overwrite=True, version=version
     )
@@ -240,6 +258,32 @@ def make_all(outdir: str | Path) -> dict:
             policy=policy,
         )
 
+    # format 1.3: the teacher's logits (C = 3), per sample (mean) and per view (full, topk, sample)
+    for name, spec, k, dtype, codec in (
+        (FILES_1_3[0], LogitsSpec("mean"), None, "float16", "none"),
+        (FILES_1_3[1], LogitsSpec("full", dtype="float32"), 2, "float32", "gzip"),
+        (FILES_1_3[2], LogitsSpec("topk", 2), 2, "float16", "none"),
+        (FILES_1_3[3], LogitsSpec("sample", 4, temperature=2.0, seed=9), 2, "float16", "zstd"),
+    ):
+        labels = np.array([i % C for i in range(N)], dtype=np.int64)
+        R = make_projection(D, R_WIDTH, 6)
+        v = view_fingerprints(R, k or 8, 18)
+        z = golden_logits(k or 8, 19)
+        vp = ViewPolicy(padding=1, flip=True).sample_views(np.arange(N), k, seed=7) if k else None
+        _write(
+            outdir / name,
+            layers=[LayerSpec("layer3", "avg", D, R, 6)],
+            labels=labels,
+            rows={"layer3": mean_views(v)},
+            views={"layer3": v} if k else None,
+            view_params=vp,
+            k=k,
+            tables=("sample", "class"),
+            dtype=dtype,
+            codec=codec,
+            logits=(spec, z if k else mean_views(z)),
+        )
+
     from fpkit.format import open_fingerprints
 
     for name in FILES:
@@ -273,6 +317,12 @@ def make_all(outdir: str | Path) -> dict:
             "order_sha256": m.dataset.order_sha256,
             "layers": layers_doc,
         }
+        if fp.logits_info is not None:
+            t = fp.logit_targets()
+            expected["files"][name]["logits"] = {
+                "spec": {k: v for k, v in fp.metadata.extras["logits"].items() if k != "datasets"},
+                "targets": [a.tolist() for a in t] if isinstance(t, tuple) else t.tolist(),
+            }
     return expected
 
 

@@ -7,7 +7,8 @@ The public surface (imported lazily, so ``fpkit inspect`` does not pay for torch
   :class:`FingerprintWriter`
 * training: :class:`FingerprintDataset`, :class:`FingerprintDistiller` (tap + heads + loss in one
   unit), :class:`FingerprintHead`, :class:`DistillLoss`, :class:`LinearWarmup`,
-  :func:`fingerprint_loss`, :func:`relational_loss`, :func:`kd_loss`
+  :func:`fingerprint_loss`, :func:`relational_loss`, :func:`kd_loss`, :func:`file_kd_loss` (KD from
+  a file's stored logits, format 1.3)
 * errors: :class:`FpkitError` and its subclasses (fpkit.errors)
 """
 
@@ -34,6 +35,7 @@ _LAZY = {
     "LinearWarmup": "losses",
     "fingerprint_loss": "losses",
     "kd_loss": "losses",
+    "file_kd_loss": "losses",
     "relational_loss": "losses",
     "FingerprintHead": "student",
     "FingerprintDistiller": "distiller",

@@ -18,6 +18,10 @@ Fingerprints are random projections of a teacher's (pooled, L2-normalised) featu
   also tries small seeds against the recorded SHA-256 of R: a redacted file built with a guessable
   seed gives R back.
 
+* A logit table (format 1.3, ``fpkit build --logits``): the teacher's decision function on the
+  build's images, the (input, output) pairs a model-extraction attack collects by querying the
+  teacher; ``--redact`` does not touch it (it hides R and its seed only).
+
 Nothing here certifies a file as private; the audit reports what is known to leak.
 """
 
@@ -250,6 +254,33 @@ def _audit_table(kind: str, phi: np.ndarray, d: int, r: int, R: np.ndarray | Non
     return t
 
 
+def logits_finding(fp: FingerprintFile) -> dict | None:
+    """What the file's logit table (format 1.3) exposes, or None without one."""
+    info = fp.logits_info
+    if info is None:
+        return None
+    spec, v = info.spec, fp.metadata.views
+    holds = {
+        "mean": "every sample's logits, averaged over its views: all C outputs",
+        "full": f"every view's logits (K={v.per_sample}, views replayable from view_params): all C outputs",
+        "topk": f"the top {spec.k} logits and classes of every view (the teacher's ranking and margins)",
+        "sample": f"{spec.k} classes per view drawn from softmax(z/{spec.temperature}): an unbiased sample of "
+        "the teacher's output distribution",
+    }[spec.kind]
+    return {
+        "kind": spec.kind,
+        "k": spec.k,
+        "dtype": spec.dtype,
+        "holds": holds,
+        "finding": "the teacher's decision function on the build's images: exactly the (input, output) pairs "
+        "a model-extraction attack collects by querying the teacher, with no query budget; anyone holding "
+        "the images can fit a copy of the teacher's predictions (that is what distillation does), and "
+        "confidences on training images also feed membership inference",
+        "redact": "--redact does not hide logit tables: it leaves out R and its seed only; build without "
+        "--logits (or share topk/sample tables, which reveal less) to withhold them",
+    }
+
+
 def audit_file(path: str | os.PathLike, *, seed_search: int = SEED_SEARCH) -> dict:
     """Audit what a fingerprint file reveals.  Returns plain JSON-able data.
 
@@ -314,6 +345,7 @@ def audit_file(path: str | os.PathLike, *, seed_search: int = SEED_SEARCH) -> di
         "num_classes": fp.num_classes,
         "storage": m.storage.to_json(),
         "layers": layers,
+        "logits": logits_finding(fp),
         "metadata": metadata,
         "disclaimer": NOT_PRIVATE,
     }
@@ -343,6 +375,10 @@ def format_audit(report: dict) -> str:
             lines.append(f"    table {t['kind']} {t['shape']} {t['dtype']}: {t['holds']}")
             lines.append(f"      {t['finding']}")
             lines.append(f"      verdict: {t['verdict']}")
+    if (lg := report.get("logits")) is not None:
+        lines.append(f"  logits ({lg['kind']}, {lg['dtype']}): {lg['holds']}")
+        lines.append(f"    {lg['finding']}")
+        lines.append(f"    {lg['redact']}")
     md = report["metadata"]
     acc = md["teacher"]["accuracy"]
     lines.append(

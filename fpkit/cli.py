@@ -176,6 +176,14 @@ def _pair(ctx, param, value: str) -> tuple[float, float]:
 @click.option("--ratio", default="0.75,1.3333333333333333", callback=_pair, help="resized-crop: aspect range.")
 @click.option("--replay", is_flag=True, help="Also store every view's fingerprint and crop/flip for exact replay.")
 @click.option(
+    "--logits",
+    default="none",
+    show_default=True,
+    metavar="none|mean|full|topk:K|sample:K[:T]",
+    help="Also store the teacher's logits (format 1.3), from the same forward: mean over the views per "
+    "sample, or per view (needs --replay): every logit, the top K, or K classes drawn from softmax(z/T).",
+)
+@click.option(
     "--tables",
     default="sample,class",
     show_default=True,
@@ -220,7 +228,11 @@ def _pair(ctx, param, value: str) -> tuple[float, float]:
     help="How a layer's output becomes a vector (auto: the architecture's, e.g. token_cls for a torchvision "
     "ViT's encoder; else avg for maps, token mean for tokens).",
 )
-@click.option("--redact", is_flag=True, help="Leave R and its seed out of the file (relational loss only).")
+@click.option(
+    "--redact",
+    is_flag=True,
+    help="Leave R and its seed out of the file (relational loss only); --logits tables are not hidden by it.",
+)
 @click.option(
     "--trust-teacher-code",
     is_flag=True,

@@ -50,6 +50,14 @@ class FingerprintDataset(torch.utils.data.Dataset):
             built with ``--replay``; ``transform`` should then hold no random crop or flip.
         check_samples: how many samples (evenly spaced) to compare pixel by pixel against the
             file's per-sample digests; 0 skips the check.
+        targets: ``("fingerprint",)`` (default: items are ``(image, label, fingerprint)``),
+            ``("logits",)`` (``(image, label, logits)``) or ``("fingerprint", "logits")``
+            (``(image, label, fingerprint, logits)``), for a file with a logit table (format 1.3,
+            ``fpkit build --logits``).  The logit target is a float32 tensor [C] (``mean``: the
+            sample's, whatever view is shown; ``full``: the replayed view's), a
+            :class:`~fpkit.losses.TopKTarget` or a :class:`~fpkit.losses.SampledTarget` of the
+            replayed view (per-view kinds need ``replay=True``); give it to
+            :func:`fpkit.losses.file_kd_loss`.
 
     Raises:
         MismatchError: the dataset is not the one the file describes (the message says how).
@@ -66,6 +74,7 @@ class FingerprintDataset(torch.utils.data.Dataset):
         transform: Callable | None = None,
         replay: bool = False,
         check_samples: int = 16,
+        targets: tuple[str, ...] = ("fingerprint",),
     ):
         self.fp = fp if isinstance(fp, FingerprintFile) else open_fingerprints(fp, load_views=replay)
         self.dataset = dataset
@@ -89,7 +98,13 @@ class FingerprintDataset(torch.utils.data.Dataset):
             self._tables = {n: self.fp.table(table, n) for n in self.layers}
         else:
             self._tables = {}
-        self._tables = share_file(self.fp, self._tables)  # one copy for every DataLoader worker
+        self.targets = _check_targets(self.fp, tuple(targets), replay)
+        self._logit_kind = self.fp.logits_kind if "logits" in self.targets else None
+        logit_arrays = self.fp.logit_targets() if self._logit_kind else ()
+        logit_arrays = logit_arrays if isinstance(logit_arrays, tuple) else (logit_arrays,)
+        shared = share_file(self.fp, {**self._tables, **{("logits", j): a for j, a in enumerate(logit_arrays)}})
+        self._tables = {n: shared[n] for n in self._tables}  # one copy for every DataLoader worker
+        self._logits = [shared[("logits", j)] for j in range(len(logit_arrays))]
         self._check_dataset(check_samples if table != "class" else 0)
 
     # ------------------------------------------------------------------ checks
@@ -144,6 +159,7 @@ class FingerprintDataset(torch.utils.data.Dataset):
         if not 0 <= i < len(self):
             raise IndexError(f"index {i} is out of range for {len(self)} samples")
         img, label = self.dataset[self.offset + i]
+        j = None
         if self.replay:
             k = self._tables[self.layers[0]].shape[1]
             j = int(torch.randint(k, (1,)).item())
@@ -160,9 +176,26 @@ class FingerprintDataset(torch.utils.data.Dataset):
             target = {n: torch.from_numpy(self._tables[n][row]) for n in self.layers}
         if self.transform is not None:
             img = self.transform(img)
-        if self.all_layers:
-            return img, label, target
-        return img, label, target[self.layers[0]]
+        fp_target = target if self.all_layers else target[self.layers[0]]
+        if self._logit_kind is None:
+            return img, label, fp_target
+        z = self._logit_target(i, j)
+        return (img, label, fp_target, z) if "fingerprint" in self.targets else (img, label, z)
+
+    def _logit_target(self, i: int, j: int | None) -> Any:
+        """Sample ``i``'s logit target (view ``j`` for the per-view kinds)."""
+        from .losses import SampledTarget, TopKTarget
+
+        kind, arrays = self._logit_kind, self._logits
+        if kind == "mean":
+            return torch.from_numpy(np.array(arrays[0][i]))
+        if kind == "full":
+            return torch.from_numpy(np.array(arrays[0][i, j]))
+        if kind == "topk":
+            return TopKTarget(
+                torch.from_numpy(np.array(arrays[0][i, j])), torch.from_numpy(arrays[1][i, j].astype(np.int64))
+            )
+        return SampledTarget(torch.from_numpy(arrays[0][i, j].astype(np.int64)), self.fp.logits_info.spec.temperature)
 
     def target_table(
         self, device: str | torch.device = "cpu", layer: str | None = None, kind: str = "sample"
@@ -175,6 +208,24 @@ class FingerprintDataset(torch.utils.data.Dataset):
     def projection(self, layer: str | None = None) -> torch.Tensor:
         """The frozen projection R [d, r] of a layer as a float32 tensor (raises RedactedError)."""
         return torch.from_numpy(self.fp.projection(layer or self.layers[0]).copy())
+
+
+def _check_targets(fp: FingerprintFile, targets: tuple[str, ...], replay: bool) -> tuple[str, ...]:
+    """The ``targets`` option checked against the file (ConfigError naming the fix)."""
+    if targets not in (("fingerprint",), ("logits",), ("fingerprint", "logits")):
+        raise ConfigError(
+            f"targets must be ('fingerprint',), ('logits',) or ('fingerprint', 'logits'), got {targets!r}"
+        )
+    if "logits" in targets:
+        if fp.logits_info is None:
+            raise ConfigError(
+                f"{fp.path} holds no logits; rebuild it with `fpkit build --logits mean` (or full, topk:K, ...)"
+            )
+        if fp.logits_info.spec.per_view and not replay:
+            raise ConfigError(
+                f"{fp.path} holds per-view logits ({fp.logits_kind}): pass replay=True to pair each with its view"
+            )
+    return targets
 
 
 def _offset(fp: FingerprintFile, size: int) -> int:

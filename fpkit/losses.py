@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Mapping
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -164,6 +165,68 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float
     return F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True) * (T * T)
 
 
+class TopKTarget(NamedTuple):
+    """Stored top-k logits of the teacher (format 1.3 ``topk``): ``values`` [B, k], ``indices`` [B, k]."""
+
+    values: torch.Tensor
+    indices: torch.Tensor
+
+
+class SampledTarget(NamedTuple):
+    """Classes drawn from the teacher's softmax(z / temperature) (format 1.3 ``sample``):
+    ``indices`` [B, k]; ``temperature`` the draws' temperature (a number, or a tensor of them
+    after collation)."""
+
+    indices: torch.Tensor
+    temperature: float | torch.Tensor
+
+
+def file_kd_loss(
+    student_logits: torch.Tensor, target: torch.Tensor | TopKTarget | SampledTarget, T: float = 4.0
+) -> torch.Tensor:
+    """KD from the teacher's stored logits (format 1.3), times T^2, mean over the batch.
+
+    * a tensor [B, C] (``mean`` or one view of ``full``): exactly :func:`kd_loss`.
+    * :class:`TopKTarget`: the teacher's distribution renormalised over its top k classes,
+      p_j = softmax(values / T)_j, the other C - k classes given zero mass; the loss is
+      KL(p || softmax(s / T)) over those k classes.  Biased: the left-out mass (small for a
+      confident teacher, large at high T) moves to the top k.
+    * :class:`SampledTarget`: the mean over the k draws of -log softmax(s / T)[i]: an unbiased
+      estimate of the cross-entropy H(p_T, q_T) whose gradient is an unbiased estimate of
+      :func:`kd_loss`'s (the value is kd_loss plus T^2 H(p_T), which does not depend on the
+      student).  T must be the draws' temperature (recorded in the file).
+
+    Raises:
+        ConfigError: T not positive, or not the sampled targets' temperature.
+        MismatchError: shapes disagree.  NonFiniteError: NaN/inf inputs.
+    """
+    if not isinstance(target, (TopKTarget, SampledTarget)):
+        return kd_loss(student_logits, target, T)
+    if not _is_real(T) or T <= 0:
+        raise ConfigError(f"temperature T must be a positive number, got {T!r}; the usual value is 4")
+    _check_2d("student_logits", student_logits)
+    _check_finite("student_logits", student_logits)
+    idx = target.indices.to(student_logits.device).long()
+    if idx.ndim != 2 or idx.shape[0] != student_logits.shape[0]:
+        raise MismatchError(
+            f"target indices have shape {list(idx.shape)}, student_logits {list(student_logits.shape)}; "
+            "both must be for the same batch ([B, k] and [B, C])"
+        )
+    log_q = F.log_softmax(student_logits.float() / T, dim=1).gather(1, idx)
+    if isinstance(target, SampledTarget):
+        drawn = torch.as_tensor(target.temperature, dtype=torch.float64).reshape(-1)
+        if drawn.numel() and not torch.allclose(drawn, torch.full_like(drawn, float(T))):
+            raise ConfigError(
+                f"these targets were drawn at temperature {float(drawn[0])}; pass T={float(drawn[0])} "
+                "(the estimate is unbiased only at the draws' temperature), or rebuild with sample:K:T"
+            )
+        return -log_q.mean(dim=1).mean() * (T * T)
+    values = target.values.to(student_logits.device).float()
+    _check_finite("target values", values)
+    log_p = F.log_softmax(values / T, dim=1)
+    return (log_p.exp() * (log_p - log_q)).sum(dim=1).mean() * (T * T)
+
+
 class LinearWarmup:
     """Linear warm-up of the distillation weight lambda.
 
@@ -210,7 +273,9 @@ class DistillLoss(nn.Module):
     :func:`relational_loss` (``kind="relational"``; phi_s may then be any ``[B, *]`` student
     features).  The returned parts dict holds floats for logging: ``"ce"``, ``"lambda"``,
     ``"term/<layer>"`` (unweighted term), ``"weighted/<layer>"`` (what it adds to the total) and
-    ``"total"``; ``ce + sum(weighted/*) == total``.
+    ``"total"``; ``ce + sum(weighted/*) == total``.  With ``kd_weight`` > 0 and a ``kd_target`` of
+    stored logits (format 1.3), ``kd_weight * file_kd_loss(logits, kd_target, T)`` is added too
+    (parts ``"kd"`` and ``"weighted/kd"``).
     """
 
     def __init__(
@@ -218,12 +283,16 @@ class DistillLoss(nn.Module):
         layer_weights: Mapping[str, float],
         kind: str = "cosine",
         lam: float | LinearWarmup = 0.1,
+        kd_weight: float = 0.0,
+        T: float = 4.0,
     ):
         """
         Args:
             layer_weights: ``{layer name: weight}``, e.g. ``{"layer3": 1.0, "layer2": 0.2}``.
             kind: ``"cosine"`` or ``"relational"``.
             lam: a constant lambda, or a :class:`LinearWarmup` schedule.
+            kd_weight: weight of the KD term from stored logits (:func:`file_kd_loss`); 0: none.
+            T: the KD temperature.
 
         Raises:
             ConfigError: empty mapping, a weight that is negative or not finite, unknown kind,
@@ -242,6 +311,9 @@ class DistillLoss(nn.Module):
         self.layer_weights = {name: float(w) for name, w in layer_weights.items()}
         self.kind = kind
         self.schedule = lam if isinstance(lam, LinearWarmup) else LinearWarmup(lam, 0)
+        if not _is_real(kd_weight) or kd_weight < 0 or not _is_real(T) or T <= 0:
+            raise ConfigError(f"kd_weight must be >= 0 and T > 0, got kd_weight={kd_weight!r}, T={T!r}")
+        self.kd_weight, self.T = float(kd_weight), float(T)
 
     def forward(
         self,
@@ -250,6 +322,7 @@ class DistillLoss(nn.Module):
         phi_s: Mapping[str, torch.Tensor],
         phi_t: Mapping[str, torch.Tensor],
         epoch: float = 0.0,
+        kd_target: torch.Tensor | TopKTarget | SampledTarget | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Total loss (scalar tensor with grad) and a dict of its parts as floats.
 
@@ -257,6 +330,7 @@ class DistillLoss(nn.Module):
             logits: ``[B, K]`` student logits.  labels: ``[B]`` class indices.
             phi_s, phi_t: per layer, student and teacher tensors (``[B, r]`` for cosine).
             epoch: 0-based, possibly fractional, for the lambda schedule.
+            kd_target: the batch's stored logit targets (needed when ``kd_weight`` > 0).
 
         Raises:
             MismatchError: a layer missing from phi_s or phi_t, or shapes that disagree.
@@ -292,15 +366,34 @@ class DistillLoss(nn.Module):
             names.append(name)
             terms.append(term)
             weighted.append(part)
+        kd = []
+        if self.kd_weight > 0:
+            if kd_target is None:
+                raise MismatchError("kd_weight > 0 needs kd_target= (the batch's stored logits)")
+            kd = [file_kd_loss(logits, kd_target, self.T)]
+            kd.append(kd[0] * self.kd_weight)
+            total = total + kd[1]
         # one device sync for all logged parts
-        values = torch.stack([x.detach().double() for x in [ce, total, *terms, *weighted]]).tolist()
+        values = torch.stack([x.detach().double() for x in [ce, total, *terms, *weighted, *kd]]).tolist()
         n = len(names)
         parts: dict[str, float] = {"ce": values[0], "lambda": lam}
         for i, name in enumerate(names):
             parts[f"term/{name}"] = values[2 + i]
             parts[f"weighted/{name}"] = values[2 + n + i]
+        if kd:
+            parts["kd"], parts["weighted/kd"] = values[2 + 2 * n], values[3 + 2 * n]
         parts["total"] = values[1]
         return total, parts
 
 
-__all__ = ["KINDS", "fingerprint_loss", "relational_loss", "kd_loss", "LinearWarmup", "DistillLoss"]
+__all__ = [
+    "KINDS",
+    "fingerprint_loss",
+    "relational_loss",
+    "kd_loss",
+    "file_kd_loss",
+    "TopKTarget",
+    "SampledTarget",
+    "LinearWarmup",
+    "DistillLoss",
+]

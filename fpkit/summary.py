@@ -66,8 +66,20 @@ def summarize(fp: FingerprintFile) -> dict:
         "compute": m.compute.to_json(),
         "storage": m.storage.to_json(),
         "layers": layers,
+        "logits": _logits(fp),
         "warnings": file_warnings(fp),
     }
+
+
+def _logits(fp: FingerprintFile) -> dict | None:
+    """Format 1.3's logit table: the metadata field (without its digests) and each dataset's size."""
+    if fp.logits_info is None:
+        return None
+    out = {k: v for k, v in fp.metadata.extras["logits"].items() if k not in ("datasets", "must_understand")}
+    out["datasets"] = {
+        p: {"shape": list(e.shape), "dtype": e.dtype, "bytes": _nbytes(e)} for p, e in fp.logits_info.datasets.items()
+    }
+    return out
 
 
 def _nbytes(ds: DatasetEntry) -> int:
@@ -114,6 +126,11 @@ def format_summary(s: dict) -> str:
                 f"    {kind:<7} {str(tb['shape']):<16} {tb['dtype']:<8} {tb['bytes']:>12,} bytes  "
                 f"fidelity min cos {tb['fidelity_min_cos']:.7f}"
             )
+    if (lg := s.get("logits")) is not None:
+        extra = "".join(f", {k} {lg[k]}" for k in ("k", "temperature", "seed") if k in lg)
+        lines.append(f"  logits      {lg['kind']} ({lg['dtype']}{extra})")
+        for path, e in lg["datasets"].items():
+            lines.append(f"    {path:<22} {str(e['shape']):<16} {e['dtype']:<8} {e['bytes']:>12,} bytes")
     lines += [f"  warning     {w}" for w in s.get("warnings", [])]
     return "\n".join(lines)
 

@@ -212,6 +212,35 @@ def write_rows(
     return Path(path)
 
 
+def write_logit_file(
+    path: str | os.PathLike,
+    contents: FileContents,
+    rows: Mapping[str, np.ndarray],
+    logits: np.ndarray,
+    *,
+    views: Mapping[str, np.ndarray] | None = None,
+    view_params: np.ndarray | None = None,
+    batches: int | Sequence[int] = 3,
+) -> Path:
+    """:func:`write_rows` for a file of format 1.3 with ``contents.logits`` set: ``logits`` is the
+    teacher's float32 [N, C] (kind mean) or [N, K, C] table, appended with the rows (replaces
+    ``path``)."""
+    n = len(contents.labels)
+    sizes = [batches] * ((n + batches - 1) // batches) if isinstance(batches, int) else list(batches)
+    with FingerprintWriter(path, contents, overwrite=True) as w:
+        start = 0
+        for b in sizes:
+            sl = slice(start, min(n, start + b))
+            w.append(
+                {name: x[sl] for name, x in rows.items()},
+                views=None if views is None else {name: v[sl] for name, v in views.items()},
+                view_params=None if view_params is None else view_params[sl],
+                logits=logits[sl],
+            )
+            start += b
+    return Path(path)
+
+
 @dataclass(frozen=True)
 class ExampleFile:
     """What :func:`write_example_file` writes: ``n`` samples of ``classes`` classes, ``layers``
@@ -306,5 +335,6 @@ __all__ = [
     "example_views",
     "fixed_provenance",
     "write_example_file",
+    "write_logit_file",
     "write_rows",
 ]

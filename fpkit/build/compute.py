@@ -12,7 +12,7 @@ import torch
 
 from .. import features as _features
 from ..datasets import BatchFetch
-from ..errors import NonFiniteError
+from ..errors import ConfigError, NonFiniteError
 from ..format import LayerSpec
 from ..format.digests import sample_digest
 from ..views import cut_views, views_for
@@ -88,6 +88,8 @@ def compute(job: BuildJob, todo: list[int], progress: Progress) -> None:
                     results["views"].append(phi)
             if isinstance(logits, torch.Tensor) and logits.ndim == 2:
                 results["pred"] = [logits.argmax(dim=1).view(b, k)]
+            if store.logits is not None:  # --logits: the same forward's output, float32 (format 1.3)
+                results["logits"] = [logit_rows(logits, b, k, store.logits.shape)]
             host = {key: [t.to("cpu", non_blocking=cuda) for t in ts] for key, ts in results.items()}
             ready = None
             if cuda:
@@ -103,6 +105,20 @@ def compute(job: BuildJob, todo: list[int], progress: Progress) -> None:
         if pending is not None:
             sink.write(*pending)
     sink.raise_if_nonfinite()
+
+
+def logit_rows(logits, b: int, k: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """The float32 logits of a step for the work folder: [b, C] (the mean over the views) or
+    [b, K, C].  Raises ConfigError when the teacher's output is not [b * K, C]."""
+    c = shape[-1]
+    if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[1] != c:
+        got = list(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ConfigError(
+            f"--logits needs a teacher whose output is [batch, {c}] for the dataset's {c} classes, "
+            f"it gives {got}; build without --logits"
+        )
+    z = logits.float().reshape(b, k, c)
+    return z.mean(dim=1) if len(shape) == 2 else z
 
 
 def _to_device(images, dev: torch.device, cuda: bool):
@@ -149,6 +165,8 @@ class _StepSink:
             self.store.sample[i][idx] = host["mean"][i].numpy()
             if self.store.views:
                 self.store.views[i][idx] = host["views"][i].numpy()
+        if "logits" in host:
+            self.store.logits[idx] = host["logits"][0].numpy()
         if "pred" in host:
             hits = int((host["pred"][0] == self.labels[idx][:, None]).sum())
             acc = self.correct.setdefault(c, [0, 0])

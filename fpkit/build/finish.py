@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..format import FileContents, FingerprintWriter
+from ..format.logits import LogitsSpec
 from ..format.metadata import Accuracy, ComputeInfo, DatasetInfo, StorageInfo, Subset, TeacherInfo, ViewsInfo
 from .job import BuildJob
 
@@ -46,7 +47,17 @@ def file_contents(job: BuildJob, top1: float | None, count: int, world: int) -> 
         tables=plan.storage.tables,
         views_per_sample=k if plan.views.replay else None,
         storage=StorageInfo(plan.storage.dtype, plan.storage.codec),
+        logits=logits_spec(plan),
     )
+
+
+def logits_spec(plan) -> LogitsSpec | None:
+    """The file's logit table for ``--logits`` (float32 values when the tables are float32; the
+    draws of sample:K use the views' seed)."""
+    if plan.logits is None:
+        return None
+    dtype = "float32" if plan.storage.dtype == "float32" else "float16"
+    return LogitsSpec.parse(plan.logits, dtype=dtype, seed=plan.views.seed)
 
 
 def write_file(job: BuildJob, out: Path, contents: FileContents, overwrite: bool) -> None:
@@ -56,8 +67,9 @@ def write_file(job: BuildJob, out: Path, contents: FileContents, overwrite: bool
         for s in range(0, n, _ROWS_PER_APPEND):
             e = min(n, s + _ROWS_PER_APPEND)
             rows = {sp.name: np.asarray(store.sample[i][s:e]) for i, sp in enumerate(job.specs)}
+            z = None if store.logits is None else np.asarray(store.logits[s:e])
             if job.plan.views.replay:
                 views = {sp.name: np.asarray(store.views[i][s:e]) for i, sp in enumerate(job.specs)}
-                writer.append(rows, views=views, view_params=np.asarray(store.view_params[s:e]))
+                writer.append(rows, views=views, view_params=np.asarray(store.view_params[s:e]), logits=z)
             else:
-                writer.append(rows)
+                writer.append(rows, logits=z)

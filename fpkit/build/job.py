@@ -186,4 +186,6 @@ def make_plan(
         autocast=o.autocast,
         storage=StoragePlan(o.dtype, o.codec, tuple(o.tables)),
         subset=subset_of(source),
+        logits=None if o.logits.strip() == "none" else o.logits.strip(),
+        num_classes=None if o.logits.strip() == "none" else len(source.classes),
     )

@@ -13,6 +13,7 @@ from ..datasets import ImageSource
 from ..devices import resolve_device
 from ..errors import ConfigError
 from ..format.codecs import check_codec
+from ..format.logits import LogitsSpec
 from ..format.quantize import check_dtype
 from ..views import CenterPolicy, Policy, ResizedCropPolicy
 from .subset import check_range_options, subset_of
@@ -44,6 +45,7 @@ class BuildOptions:
     scale: tuple[float, float] = (0.08, 1.0)  # resized-crop: the crop's area range
     ratio: tuple[float, float] = (3 / 4, 4 / 3)  # resized-crop: the crop's aspect ratio range
     replay: bool = False
+    logits: str = "none"  # none, mean, full, topk:K, sample:K[:T]: the teacher's logits (format 1.3)
     tables: Sequence[str] = ("sample", "class")
     dtype: str = "float16"
     codec: str = "none"
@@ -89,6 +91,9 @@ def check_options(o: BuildOptions) -> None:
     if o.force and o.resume:
         raise ConfigError("--force starts over and --resume continues; pass only one")
     check_range_options(o.samples, o.limit)
+    logits = LogitsSpec.parse(o.logits)
+    if logits is not None and logits.per_view and not o.replay:
+        raise ConfigError(f"--logits {o.logits} stores every view's logits and needs --replay; add it or use mean")
     check_dtype(o.dtype)
     check_codec(o.codec)
     policy = view_policy(o)

@@ -81,6 +81,16 @@ class BuildPlan:
     autocast: str | None
     storage: StoragePlan
     subset: dict[str, int] | None = None
+    logits: str | None = None  # --logits (format 1.3): mean, full, topk:K or sample:K[:T]; None: none
+    num_classes: int | None = None  # C, the width of the logits (recorded with --logits only)
+
+    @property
+    def logits_shape(self) -> tuple[int, ...] | None:
+        """The work folder's float32 logits: [N, C] for mean, [N, K, C] per view; None without."""
+        if self.logits is None:
+            return None
+        n, c = self.num_samples, int(self.num_classes or 0)
+        return (n, c) if self.logits.split(":")[0] == "mean" else (n, self.views.per_sample, c)
 
     # ------------------------------------------------------------------ chunks
     @property
@@ -118,6 +128,8 @@ class BuildPlan:
             autocast=d["autocast"],
             storage=StoragePlan(st["dtype"], st["codec"], tuple(st["tables"])),
             subset=d.get("subset"),  # absent in plans of builds begun before --samples existed
+            logits=d.get("logits"),  # absent in plans of builds begun before --logits existed
+            num_classes=d.get("num_classes"),
         )
 
     # ------------------------------------------------------------------ resume
@@ -162,4 +174,5 @@ class BuildPlan:
             was("samples per teacher step (--batch-size // views)", old.samples_per_step, self.samples_per_step)
         was("--chunk-size", old.chunk_size, self.chunk_size)
         was("--autocast", old.autocast, self.autocast)
+        was("--logits", old.logits or "none", self.logits or "none")
         return out

@@ -82,6 +82,8 @@ class WorkStore:
         fields, vp_dtype = view_params_fields(plan.views.policy.to_dict()["name"])
         vp_shape = (n, k, len(fields))
         self.view_params = mm(work / "view_params.npy", mode=mode, dtype=vp_dtype, shape=vp_shape) if k else None
+        shape = plan.logits_shape  # --logits (format 1.3): the teacher's float32 logits, encoded at finish
+        self.logits = mm(work / "logits.npy", mode=mode, dtype=np.float32, shape=shape) if shape else None
         self.n = n
         if create:
             for path in work.glob("*.npy"):
@@ -107,7 +109,7 @@ class WorkStore:
 
     def mark_done(self, c: int, correct: int, count: int) -> None:
         """Flush every map, then write chunk ``c``'s marker (with its accuracy counts) atomically."""
-        extra = [self.view_params] if self.view_params is not None else []
+        extra = [a for a in (self.view_params, self.logits) if a is not None]
         for arr in [*self.sample, self.digests, *self.views, *extra]:
             arr.flush()
         tmp = self.work / "done" / f".{c:06d}.tmp"

@@ -205,4 +205,6 @@ def version_problem(version: str, meta: Metadata) -> str | None:
         need = max(need, "1.2", key=version_tuple)
     if version_tuple(version) < version_tuple(need):
         return f"views.policy {name} or a null image_shape needs format {need}, but the file says {version}"
+    if "logits" in meta.extras and version_tuple(version) < (1, 3):
+        return f"the field 'logits' (logit tables) needs format 1.3, but the file says {version}"
     return None

@@ -7,6 +7,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..errors import ConfigError, MismatchError
+from .logits import LogitsSpec
 from .metadata import ComputeInfo, DatasetInfo, Provenance, StorageInfo, TeacherInfo, ViewsInfo
 
 
@@ -48,6 +50,8 @@ class FileContents:
         provenance: fpkit version, creation time and library versions; None means
             :meth:`Provenance.now` (golden files pass fixed values).
         extra: top-level extension fields, each an object marked ``{"must_understand": false}``.
+        logits: the teacher's logit table to store (format 1.3, :mod:`fpkit.format.logits`); the
+            writer's ``append`` then takes ``logits=`` with every batch.
     """
 
     layers: Sequence[LayerSpec]
@@ -63,6 +67,35 @@ class FileContents:
     storage: StorageInfo = field(default_factory=StorageInfo)
     provenance: Provenance | None = None
     extra: Mapping[str, Any] | None = None
+    logits: LogitsSpec | None = None
 
 
-__all__ = ["FileContents", "LayerSpec"]
+def check_contents(contents: FileContents) -> None:
+    """Refuse contents no file can hold (ConfigError, MismatchError), before anything is written."""
+    layers, labels, classes, tables = contents.layers, contents.labels, contents.classes, contents.tables
+    chunk_rows = contents.storage.chunk_rows
+    if not layers:
+        raise ConfigError("at least one layer is needed")
+    names = [sp.name for sp in layers]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"layer names must be unique, got {names}")
+    for sp in layers:
+        if sp.R.ndim != 2 or sp.R.shape[0] != sp.d or sp.R.shape[1] < 1:
+            raise ConfigError(f"layer {sp.name}: projection must have shape [d={sp.d}, r], got {list(sp.R.shape)}")
+    n = len(labels)
+    if n < 1:
+        raise ConfigError("a fingerprint file needs at least one sample")
+    if len(contents.sample_digests) != n:
+        raise MismatchError(f"{len(contents.sample_digests)} sample digests for {n} labels")
+    lab = np.asarray(labels)
+    if lab.min() < 0 or lab.max() >= len(classes):
+        raise ConfigError(f"labels must lie in [0, {len(classes)}), got range [{lab.min()}, {lab.max()}]")
+    if not set(tables) & {"sample", "class"} or set(tables) - {"sample", "class"}:
+        raise ConfigError(f"tables must be a non-empty subset of sample,class; got {','.join(tables)}")
+    if chunk_rows < 1:
+        raise ConfigError(f"chunk_rows must be >= 1, got {chunk_rows}")
+    if "logits" in (contents.extra or {}):
+        raise ConfigError("the extension name 'logits' is format 1.3's logit table; give contents.logits instead")
+
+
+__all__ = ["FileContents", "LayerSpec", "check_contents"]

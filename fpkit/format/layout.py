@@ -70,11 +70,15 @@ def version_tuple(version: str) -> tuple[int, int]:
     return int(major), int(minor)
 
 
-def lowest_version(policy_name: str) -> str:
+LOGITS_VERSION = "1.3"
+"""The first format version that defines the logit tables (section 4b, :mod:`fpkit.format.logits`)."""
+
+
+def lowest_version(policy_name: str, logits: bool = False) -> str:
     """The version fpkit writes for a file of this view policy: the lowest that describes it,
-    FORMAT_VERSION (1.1) unless the policy is newer (section 2)."""
+    FORMAT_VERSION (1.1) unless the policy is newer, or 1.3 when it holds logits (section 2)."""
     need = POLICY_VERSION.get(policy_name, FORMAT_VERSION)
-    return max(need, FORMAT_VERSION, key=version_tuple)
+    return max(need, FORMAT_VERSION, LOGITS_VERSION if logits else "1.0", key=version_tuple)
 
 
 def view_params_fields(policy_name: str) -> tuple[tuple[str, ...], str]:

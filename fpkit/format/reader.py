@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import ConfigError, FpkitError, RedactedError
-from . import layout, quantize
+from . import layout, logits, quantize
 from .checker import FileChecker
+from .logits import LogitsInfo
 from .metadata import LayerRecord, Metadata
 from .spec import CLASS_COUNTS, LABELS, SAMPLE_DIGESTS, VIEW_PARAMS
 
@@ -70,6 +71,7 @@ class FingerprintFile:
     layers: tuple[LayerInfo, ...]
     arrays: dict[str, np.ndarray]
     _decoded: dict = field(default_factory=dict, repr=False)
+    logits_info: LogitsInfo | None = None  # format 1.3's logit table (None: the file has none)
 
     def __eq__(self, other: object) -> bool:
         # the generated __eq__ would compare numpy arrays with ==, which raises ValueError
@@ -157,6 +159,37 @@ class FingerprintFile:
             self._decoded[key] = quantize.decode(self.arrays[info.dataset], scale)
         return self._decoded[key]
 
+    @property
+    def logits_kind(self) -> str | None:
+        """The kind of the file's logit table (mean, full, topk, sample), or None."""
+        return None if self.logits_info is None else self.logits_info.spec.kind
+
+    def logit_targets(self) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """The teacher's logit table (format 1.3): float32 [N, C] (mean), float32 [N, K, C] (full),
+        (float32 values, int32 indices), each [N, K, k] (topk), or int32 indices [N, K, k] (sample).
+
+        Raises:
+            ConfigError: the file holds no logits (rebuild with --logits).
+        """
+        if self.logits_info is None:
+            raise ConfigError(f"{self.path} holds no logits; rebuild it with --logits mean|full|topk:K|sample:K")
+        kind = self.logits_info.spec.kind
+        paths = {
+            "mean": (logits.MEAN,),
+            "full": (logits.VIEWS,),
+            "topk": (logits.TOPK_VALUES, logits.TOPK_INDICES),
+            "sample": (logits.SAMPLE_INDICES,),
+        }[kind]
+        if paths[0] not in self.arrays:
+            raise ConfigError(f"the per-view logits of {self.path} were not loaded; open it with load_views=True")
+        out = []
+        for path in paths:  # one cached array per dataset, so shared_tables can move each
+            arr = self.arrays[path]
+            if arr.dtype != np.int32:
+                arr = self._decoded.setdefault(("logits", path), arr.astype(np.float32))
+            out.append(arr)
+        return tuple(out) if len(out) > 1 else out[0]
+
     def projection(self, layer: str | None = None) -> np.ndarray:
         """The float32 projection R [d, r] of a layer.
 
@@ -191,7 +224,10 @@ def open_fingerprints(
     r = FileChecker(path)
     try:
         r.structure(max_bytes=max_bytes)
+        info = logits.check_structure(r)
         r.load(verify=verify, load_views=load_views, problems=None)
+        if info is not None and (load_views or not info.spec.per_view):
+            r.arrays.update(logits.load(r, info, verify, None))
     finally:
         r.close()
     return FingerprintFile(
@@ -200,6 +236,7 @@ def open_fingerprints(
         metadata=r.meta,
         layers=tuple(LayerInfo.from_record(i, rec) for i, rec in enumerate(r.meta.layers)),
         arrays=r.arrays,
+        logits_info=info,
     )
 
 
@@ -216,7 +253,10 @@ def verify_fingerprints(path: str | os.PathLike) -> list[str]:
     problems: list[str] = []
     try:
         r.structure(max_bytes=None)
+        info = logits.check_structure(r)
         r.load(verify=True, load_views=True, problems=problems)
+        if info is not None:
+            logits.load(r, info, True, problems)
     except FpkitError as e:
         problems.append(str(e))
     finally:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 FORMAT_NAME = "fpkit.fingerprints"
 FORMAT_VERSION = "1.1"  # the version fpkit writes for files that need nothing of 1.2
-LATEST_VERSION = "1.2"  # the newest version this fpkit reads and writes (1.2: new view policies)
-WRITABLE_VERSIONS = ("1.0", "1.1", "1.2")  # 1.0 only for the golden files of 1.0
+LATEST_VERSION = "1.3"  # the newest version this fpkit reads and writes (1.2: view policies, 1.3: logits)
+WRITABLE_VERSIONS = ("1.0", "1.1", "1.2", "1.3")  # 1.0 only for the golden files of 1.0
 SUPPORTED_MAJOR = 1
 DTYPES = ("float32", "float16", "int8")
 CODECS = ("none", "gzip", "zstd")

@@ -33,8 +33,9 @@ from ..errors import (
 from . import checks, codecs, describe, layout, quantize
 from ._stream import StreamedTable, fsync_dir, fsync_file, storage_error
 from ._validate import SchemaViolation, validate
-from .contents import FileContents
+from .contents import FileContents, check_contents
 from .digests import labels_sha256, order_sha256, projection_sha256
+from .logits import LogitStreams, check_spec
 from .metadata import (
     LayerRecord,
     Metadata,
@@ -102,7 +103,7 @@ class FingerprintWriter:
         self, path: str | os.PathLike, contents: FileContents, *, overwrite: bool = False, version: str | None = None
     ):
         self._vp_policy = str(contents.views.policy.get("name"))
-        version = version or layout.lowest_version(self._vp_policy)
+        version = version or layout.lowest_version(self._vp_policy, logits=contents.logits is not None)
         if version not in WRITABLE_VERSIONS:
             raise ConfigError(
                 f"format version {version!r} cannot be written; use one of {', '.join(WRITABLE_VERSIONS)}"
@@ -112,12 +113,13 @@ class FingerprintWriter:
         need = layout.POLICY_VERSION.get(self._vp_policy, FORMAT_VERSION)
         if layout.version_tuple(version) < layout.version_tuple(need):
             raise ConfigError(f"view policy {self._vp_policy} needs format {need}; leave version= out to write it")
+        check_spec(contents.logits, len(contents.classes), contents.views_per_sample, version)
         self.version = version
         st = contents.storage
         quantize.check_dtype(st.dtype)
         codecs.check_codec(st.codec)
         self.path = Path(path)
-        self._check_inputs(contents)
+        check_contents(contents)
         self._check_output(overwrite)
         self.contents = contents
         self.layers = list(contents.layers)
@@ -148,30 +150,6 @@ class FingerprintWriter:
             raise
 
     # ---------------------------------------------------------------- setup
-    def _check_inputs(self, contents: FileContents) -> None:
-        layers, labels, classes, tables = contents.layers, contents.labels, contents.classes, contents.tables
-        chunk_rows = contents.storage.chunk_rows
-        if not layers:
-            raise ConfigError("at least one layer is needed")
-        names = [sp.name for sp in layers]
-        if len(set(names)) != len(names):
-            raise ConfigError(f"layer names must be unique, got {names}")
-        for sp in layers:
-            if sp.R.ndim != 2 or sp.R.shape[0] != sp.d or sp.R.shape[1] < 1:
-                raise ConfigError(f"layer {sp.name}: projection must have shape [d={sp.d}, r], got {list(sp.R.shape)}")
-        n = len(labels)
-        if n < 1:
-            raise ConfigError("a fingerprint file needs at least one sample")
-        if len(contents.sample_digests) != n:
-            raise MismatchError(f"{len(contents.sample_digests)} sample digests for {n} labels")
-        lab = np.asarray(labels)
-        if lab.min() < 0 or lab.max() >= len(classes):
-            raise ConfigError(f"labels must lie in [0, {len(classes)}), got range [{lab.min()}, {lab.max()}]")
-        if not set(tables) & {"sample", "class"} or set(tables) - {"sample", "class"}:
-            raise ConfigError(f"tables must be a non-empty subset of sample,class; got {','.join(tables)}")
-        if chunk_rows < 1:
-            raise ConfigError(f"chunk_rows must be >= 1, got {chunk_rows}")
-
     def _check_output(self, overwrite: bool) -> None:
         check_output_folder(self.path)
         if self.path.is_dir():
@@ -268,6 +246,8 @@ class FingerprintWriter:
                 t.append(known[ds.path])
         if self.version != "1.0":
             self._describe(datasets)
+        spec, shape = self.contents.logits, (self.n, self.c, self.k)
+        self._logits = LogitStreams(self._f, spec, shape, self.codec, self.chunk_rows) if spec else None
 
     def _describe(self, datasets: list[layout.DatasetLayout]) -> None:
         """Format 1.1's informative texts (SPEC section 4a): the root ``README`` dataset, marked
@@ -298,13 +278,15 @@ class FingerprintWriter:
         rows: Mapping[str, np.ndarray],
         views: Mapping[str, np.ndarray] | None = None,
         view_params: np.ndarray | None = None,
+        logits: np.ndarray | None = None,
     ) -> None:
-        """Append the next B samples' fingerprints.
+        """Append the next B samples' fingerprints (and logits, format 1.3).
 
         Args:
             rows: layer name -> float32 [B, r] per-sample fingerprints.
             views: layer name -> float32 [B, K, r] per-view fingerprints (only with views_per_sample).
             view_params: int [B, K, 3] (top, left, flip) of each view (only with views_per_sample).
+            logits: float32 [B, C] (kind mean) or [B, K, C] of the teacher (only with contents.logits).
         Raises:
             MismatchError: shapes disagree, or more rows than N.  StorageError: the disk failed.
             NonFiniteError: a value is NaN or infinite, or beyond float16's range when storing float16.
@@ -328,6 +310,7 @@ class FingerprintWriter:
             self._check_finite(sp.name, rows[sp.name])
             if self.k and sp.name in views:
                 self._check_finite(sp.name, views[sp.name])
+        z = self._logits.check(logits, b) if self._logits else None
         labels = self.labels[self._done : self._done + b]
         try:
             if self.k:
@@ -348,6 +331,8 @@ class FingerprintWriter:
                             f"layer {sp.name}: views must be [{b}, {self.k}, {sp.r}], got {list(v.shape)}"
                         )
                     self._store(i, "views", v)
+            if z is not None:
+                self._logits.append(z)
         except OSError as e:
             raise storage_error(e, self.path) from e
         self._done += b
@@ -400,7 +385,8 @@ class FingerprintWriter:
                 )
                 for i, lay in enumerate(self._meta.layers)
             )
-            self._meta = replace(self._meta, layers=layers, datasets=datasets)
+            extras = {**self._meta.extras, **({"logits": self._logits.finish()} if self._logits else {})}
+            self._meta = replace(self._meta, layers=layers, datasets=datasets, extras=extras)
             try:
                 text = json.dumps(self._meta.to_json(), sort_keys=True, separators=(",", ":"), allow_nan=False)
             except ValueError as e:

@@ -89,6 +89,11 @@ CASES = {
         ],
         False,
     ),
+    "soft_labels": (
+        ["--n", "24", "--views", "2", "--seeds", "2"],
+        ["Storage of the logit tables", "Bias against float32 full logits", "sample:16"],
+        False,
+    ),
     "codecs": (
         ["--n", "1000", "--views", "1", "--repeat", "1"],
         ["# fpkit codec benchmark: N=1000", "| codec | dtype | file bytes", "| zstd | int8 |"],

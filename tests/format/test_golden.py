@@ -42,7 +42,8 @@ def test_values_equal_expected_json(name):
     exp = EXPECTED["files"][name]
     fp = open_fingerprints(H.GOLDEN / name)
     assert verify_fingerprints(H.GOLDEN / name) == []
-    want = "1.0" if name in MG.FILES_1_0 else "1.1" if name in MG.FILES_1_1 else "1.2"
+    want = {**dict.fromkeys(MG.FILES_1_0, "1.0"), **dict.fromkeys(MG.FILES_1_1, "1.1")}.get(name)
+    want = want or ("1.2" if name in MG.FILES_1_2 else "1.3")
     assert fp.format_version == exp["format_version"] == want
     assert (None if fp.metadata.dataset.subset is None else fp.metadata.dataset.subset.to_json()) == exp["subset"]
     assert fp.metadata.storage.to_json() == exp["storage"]
@@ -66,6 +67,15 @@ def test_values_equal_expected_json(name):
             R = np.array(lexp["projection"], dtype=np.float32)
             assert bits_equal(fp.projection(lname), R)
             assert projection_sha256(R) == lay.projection_sha256
+    assert (fp.logits_info is not None) == ("logits" in exp) == (name in MG.FILES_1_3)
+    if "logits" in exp:
+        assert {k: v for k, v in fp.metadata.extras["logits"].items() if k != "datasets"} == exp["logits"]["spec"]
+        got = fp.logit_targets()
+        for a, b in zip(
+            got if isinstance(got, tuple) else (got,),
+            exp["logits"]["targets"] if isinstance(got, tuple) else (exp["logits"]["targets"],),
+        ):
+            assert np.array_equal(a, np.array(b, dtype=a.dtype)), name
 
 
 def test_values_match_an_independent_recomputation():
@@ -216,3 +226,46 @@ def test_1_2_view_params_follow_the_policy(name):
     images = [np.zeros((3, h, w), dtype=np.uint8) for h, w in MG.SIZES]
     want = views_for(policy_from_dict(m.views.policy), np.arange(MG.N), m.views.count, 7, images)
     assert np.array_equal(fp.view_params, want)
+
+
+# ---------------------------------------------------------------------------- format 1.3
+@pytest.mark.parametrize("name", MG.FILES_1_3)
+def test_a_1_2_reader_reads_1_3_files(name):
+    """What 1.3 adds is ignorable by the rules of section 2: the metadata validates against the
+    schema of 1.2 (no ``logits``: a marked unknown field), the one new HDF5 object is the marked
+    group ``logits``, its datasets are not in ``datasets``, and the 1.2 checks pass."""
+    from fpkit.format._validate import load_schema, validate
+    from fpkit.format.checker import FileChecker
+    from fpkit.format.checks import marked_ignorable
+
+    schema_1_2 = json.loads(json.dumps(load_schema()))
+    del schema_1_2["properties"]["logits"]
+    with h5py.File(H.GOLDEN / name, "r") as f:
+        meta = json.loads(f.attrs["metadata"])
+        validate(meta, schema_1_2)
+        new = [k for k in f.keys() if k not in EXPECTED_1_0_OBJECTS]
+        assert sorted(new) == ["README", "logits"] and marked_ignorable(f["logits"])
+        assert not any(p.startswith("logits") for p in meta["datasets"])
+    r = FileChecker(H.GOLDEN / name)  # the checks of 1.2, without the logits module
+    try:
+        r.structure(max_bytes=None)
+        r.load(verify=True, load_views=True, problems=None)
+        assert not any(p.startswith("logits") for p in r.arrays)
+    finally:
+        r.close()
+
+
+def test_1_3_logits_are_the_recorded_encodings():
+    from fpkit.format.logits import sample_draws, topk
+
+    z = MG.golden_logits(2, 19)
+    mean = open_fingerprints(H.GOLDEN / MG.FILES_1_3[0]).logit_targets()
+    assert bits_equal(mean, MG.mean_views(MG.golden_logits(8, 19)).astype(np.float16).astype(np.float32))
+    assert bits_equal(open_fingerprints(H.GOLDEN / MG.FILES_1_3[1]).logit_targets(), z)
+    values, idx = open_fingerprints(H.GOLDEN / MG.FILES_1_3[2]).logit_targets()
+    want_v, want_i = topk(z, 2)
+    assert np.array_equal(idx, want_i) and bits_equal(values, want_v.astype(np.float16).astype(np.float32))
+    assert (np.diff(values, axis=-1) <= 0).all()
+    fp = open_fingerprints(H.GOLDEN / MG.FILES_1_3[3])
+    assert fp.metadata.extras["logits"]["temperature"] == 2.0 and fp.metadata.extras["logits"]["seed"] == 9
+    assert np.array_equal(fp.logit_targets(), sample_draws(z, 4, 2.0, 9, 0))

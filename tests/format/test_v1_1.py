@@ -138,7 +138,7 @@ def test_writer_refuses_a_subset_that_does_not_fit(tmp_path):
     with pytest.raises(ConfigError, match="needs format 1.1"):
         write_rows(tmp_path / "a.h5", _contents(subset=Subset(2, 8, 8)), rows, version="1.0")
     with pytest.raises(ConfigError, match="cannot be written"):
-        write_rows(tmp_path / "a.h5", _contents(), rows, version="1.3")
+        write_rows(tmp_path / "a.h5", _contents(), rows, version="1.4")
     assert not list(tmp_path.iterdir())
     p = write_rows(tmp_path / "a.h5", _contents(subset=Subset(2, 8, 8)), rows)
     assert open_fingerprints(p).metadata.dataset.subset == Subset(2, 8, 8)

@@ -16,7 +16,15 @@ import h5py
 import numpy as np
 
 from fpkit.format import StorageInfo
-from fpkit.testing import example_contents, example_layers, example_teacher, example_view_params, write_rows
+from fpkit.format.logits import LogitsSpec
+from fpkit.testing import (
+    example_contents,
+    example_layers,
+    example_teacher,
+    example_view_params,
+    write_logit_file,
+    write_rows,
+)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -58,10 +66,12 @@ def write_file(
     tables=("sample", "class"),
     seed: int = 0,
     accuracy=None,
+    logits: str | None = None,
 ) -> Path:
     """A small fingerprint file whose rows are real projections of ReLU-like features.
 
-    Returns the path.  ``seeds``: the projection seed of each layer (default 1000 + i).
+    Returns the path.  ``seeds``: the projection seed of each layer (default 1000 + i);
+    ``logits``: a ``--logits`` text (format 1.3) for Gaussian teacher logits of scale 3.
     """
     seeds = seeds or [1000 + i for i in range(layers)]
     specs = example_layers(layers, d=d, r=r, seeds=seeds, redacted=redacted)
@@ -84,6 +94,12 @@ def write_file(
         storage=StorageInfo(dtype=dtype, codec=codec, chunk_rows=chunk_rows),
     )
     contents = replace(contents, teacher=example_teacher(accuracy=accuracy))
+    if logits is not None:
+        spec = LogitsSpec.parse(logits, dtype="float32" if dtype == "float32" else "float16", seed=seed)
+        z = np.random.default_rng(seed + 11).standard_normal((n, k, c) if spec.per_view else (n, c)) * 3
+        contents = replace(contents, logits=spec)
+        vw = vws if k else None
+        return write_logit_file(path, contents, rows, z.astype(np.float32), views=vw, view_params=vp, batches=7)
     return write_rows(path, contents, rows, views=vws if k else None, view_params=vp, batches=7)
 
 
@@ -92,6 +108,7 @@ FUZZ_FILES = {
     "f16-none-2layers": dict(dtype="float16", codec="none", layers=2),
     "int8-zstd": dict(dtype="int8", codec="zstd"),
     "f32-gzip-replay-redacted": dict(dtype="float32", codec="gzip", k=2, redacted=True, n=24, chunk_rows=5),
+    "f16-gzip-logits-topk-replay": dict(dtype="float16", codec="gzip", k=2, n=20, chunk_rows=6, logits="topk:3"),
 }
 
 

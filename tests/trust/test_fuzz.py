@@ -239,6 +239,25 @@ def _struct_cases(name: str, path: Path) -> list[dict]:
             edits.append(
                 ([["set", ["storage", "codec"], other]], "error" if "zstd" in (codec, other) else "metadata_only")
             )
+    if "logits" in meta:  # format 1.3: the marked group and field of the logit table
+        lpath = sorted(meta["logits"]["datasets"])[0]
+        add(op="del", path="logits")
+        add(op="attr_on", path="logits", name="must_understand", value={"type": "int", "value": 0})
+        add(op="add", path="logits/extra")
+        add(op="add", path="logits/extra_ok", must_understand=False, expect="any")
+        add(op="move", path=lpath, to="logits/moved")
+        add(op="swap", path=lpath, to=table)
+        edits += [
+            ([["del", ["logits"]]], "error"),
+            ([["set", ["logits", "kind"], "mean"]], "error"),
+            ([["set", ["logits", "kind"], "nonsense"]], "error"),
+            ([["set", ["logits", "k"], 2]], "error"),
+            ([["set", ["logits", "temperature"], 2.0]], "error"),
+            ([["set", ["logits", "must_understand"], True]], "error"),
+            ([["set", ["logits", "datasets", lpath, "sha256"], "0" * 64]], "error"),
+            ([["set", ["logits", "datasets", lpath, "shape"], [2**31, 2, 3]]], "error"),
+            ([["del", ["logits", "datasets", lpath]]], "error"),
+        ]
     for e, expect in edits:
         add(op="setmeta", edits=e, expect=expect)
     add(op="setmeta", edits=[["set", ["teacher", "num_params"], 1]], rehash=False)

@@ -44,6 +44,7 @@ for kd, the file's N x views-per-sample for the fingerprint methods, 0 for ce.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import random
@@ -417,6 +418,99 @@ def make_test_batches(args: argparse.Namespace, data: Data, device: torch.device
     )
 
 
+def _pixel_key(image: torch.Tensor) -> bytes:
+    return hashlib.blake2b(image.contiguous().numpy().tobytes(), digest_size=16).digest()
+
+
+def select_validation(
+    val_source: ImageSource, train_images: torch.Tensor, per_class: int, seed: int, chunk: int = 256
+) -> np.ndarray:
+    """Indices into ``val_source`` of ``per_class`` images of every class, none a training image.
+
+    Disjointness is by pixels: a candidate whose uint8 pixels equal any training image's is never
+    taken (so a subset folder of hard links, a copy or the very same split are all handled).  Per
+    class, the candidates are visited in the order of ``np.random.default_rng(seed)``'s permutation
+    and only those visited are decoded, so the choice depends on the seed and the two splits alone.
+
+    Raises:
+        ConfigError: a class has fewer than ``per_class`` images outside the training set.
+    """
+    if per_class < 1:
+        raise ConfigError(f"--val-per-class must be >= 1, got {per_class}")
+    train_keys = {_pixel_key(img) for img in train_images}
+    rng = np.random.default_rng(seed)
+    chosen: list[np.ndarray] = []
+    for c in range(len(val_source.classes)):
+        order = rng.permutation(np.flatnonzero(val_source.labels == c))
+        keep: list[int] = []
+        for s in range(0, len(order), chunk):
+            idx = order[s : s + chunk]
+            for i, img in zip(idx, val_source.get_batch(idx)):
+                if _pixel_key(img) not in train_keys:
+                    keep.append(int(i))
+                    if len(keep) == per_class:
+                        break
+            if len(keep) == per_class:
+                break
+        if len(keep) < per_class:
+            raise ConfigError(
+                f"class {val_source.classes[c]!r} of {val_source.name} ({val_source.split}) has only {len(keep)} "
+                f"images outside the training set, {per_class} asked; point --val-data at the full split "
+                "(e.g. imagefolder:.data/cifar10-jpeg) or lower --val-per-class"
+            )
+        chosen.append(np.sort(np.asarray(keep, dtype=np.int64)))
+    return np.concatenate(chosen)
+
+
+@dataclass
+class Validation:
+    """The validation images of a run (decoded, on the device) and where they came from."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    indices: np.ndarray
+    spec: str
+    split: str
+    seed: int
+
+    def batches(self, data: Data):
+        return lambda: (
+            (unaugmented(self.images[s : s + EVAL_BATCH], data), self.labels[s : s + EVAL_BATCH])
+            for s in range(0, len(self.labels), EVAL_BATCH)
+        )
+
+    def summary(self) -> dict[str, Any]:
+        digest = hashlib.sha256(self.indices.tobytes()).hexdigest()[:16]
+        return {
+            "val_data": self.spec,
+            "val_split": self.split,
+            "val_seed": self.seed,
+            "val_images": len(self.indices),
+            "val_indices_sha256": digest,
+        }
+
+
+def make_validation(args: argparse.Namespace, data: Data, device: torch.device) -> Validation | None:
+    """--val-per-class images per class from --val-data's --val-split, disjoint from the training split."""
+    if not args.val_per_class:
+        return None
+    spec = args.val_data or args.data
+    source = open_source(spec, args.root, args.val_split, download=not args.no_download, normalize=args.normalize)
+    if source.classes != data.train.classes:
+        raise MismatchError(
+            f"--val-data {spec} has classes {source.classes[:5]}... but the training split "
+            f"{data.train.classes[:5]}...; both need the same class folders"
+        )
+    if source.image_shape != data.train.image_shape:
+        raise MismatchError(
+            f"--val-data {spec} has images {source.image_shape}, the training split {data.train.image_shape}"
+        )
+    idx = select_validation(source, data.train.load_all(args.num_workers), args.val_per_class, args.val_seed)
+    images = source.get_batch(idx).to(device)
+    labels = torch.from_numpy(source.labels[idx]).to(device)
+    return Validation(images, labels, idx, spec, args.val_split, args.val_seed)
+
+
 # --------------------------------------------------------------------------- objectives
 
 
@@ -428,6 +522,7 @@ class Objective:
     """
 
     teacher_forwards = 0
+    schedule: LinearWarmup | None = None  # the fingerprint methods' lambda warm-up
 
     def parameters(self) -> list[nn.Parameter]:
         """Extra trainable parameters (adapters) to optimise along with the student."""
@@ -526,7 +621,9 @@ def make_objective(
         kind=kind,
         example_input=probe,
     )
-    return Fingerprint(distiller, targets.teacher_forwards)
+    objective = Fingerprint(distiller, targets.teacher_forwards)
+    objective.schedule = distiller.loss.schedule
+    return objective
 
 
 # --------------------------------------------------------------------------- training
@@ -631,35 +728,48 @@ def fit(args: argparse.Namespace) -> dict[str, Any]:
         momentum=recipe.momentum,
         weight_decay=recipe.weight_decay,
     )
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(recipe.milestones), gamma=recipe.gamma)
+    validation = make_validation(args, data, device)
     log = JsonLog(Path(args.log) if args.log else out / "log.jsonl")
     say(
         f"[train] {method}: {args.arch} ({count_params(model):,} parameters) on {data.train.name}, "
         f"{len(data.train)} train / {len(data.test)} test images, {recipe.epochs} epochs, recipe {args.recipe}, "
         f"{device}, loader {args.loader}"
+        + (f", {len(validation.indices)} validation images from {validation.spec}" if validation else "")
     )
 
     best = test_top1 = 0.0
+    val_top1 = best_val = best_val_epoch = None
     try:
-        for epoch in range(recipe.epochs):
+        epoch = 0
+        while epoch < recipe.epochs:
             t_epoch = time.perf_counter()
-            lr = optimizer.param_groups[0]["lr"]
+            lr = recipe.lr * recipe.gamma ** sum(m <= epoch for m in recipe.milestones)  # MultiStepLR
+            for group in optimizer.param_groups:
+                group["lr"] = lr
             stats = train_epoch(model, objective, train_loader, optimizer, epoch)
-            scheduler.step()
-            test_top1 = evaluate(model, test_batches)
-            best = max(best, test_top1)
-            record = {
-                "epoch": epoch + 1,
-                "lr": lr,
-                **stats,
-                "test_top1": test_top1,
-                "seconds": round(time.perf_counter() - t_epoch, 3),
-            }
+            record = {"epoch": epoch + 1, "lr": lr, **stats}
+            if validation is not None:
+                val_top1 = evaluate(model, validation.batches(data))
+                if best_val is None or val_top1 > best_val:
+                    best_val, best_val_epoch = val_top1, epoch + 1
+                record["val_top1"] = val_top1
+            else:
+                test_top1 = evaluate(model, test_batches)
+                best = max(best, test_top1)
+                record["test_top1"] = test_top1
+            record["seconds"] = round(time.perf_counter() - t_epoch, 3)
+            if epoch == 0 and args.time_budget:
+                recipe = budget_recipe(args, recipe, time.perf_counter() - t0, record["seconds"], objective)
+                record["budget_epochs"] = recipe.epochs
             log.write(record)
+            shown = f"val {val_top1:.2f}" if validation is not None else f"test {test_top1:.2f}"
             say(
                 f"[train] epoch {epoch + 1}/{recipe.epochs} lr {lr:.4g} loss {stats['train_loss']:.4f} "
-                f"train {stats['train_top1']:.2f} test {test_top1:.2f} ({record['seconds']:.1f} s)"
+                f"train {stats['train_top1']:.2f} {shown} ({record['seconds']:.1f} s)"
             )
+            epoch += 1
+        if validation is not None:  # the test split, looked at once, at the end
+            test_top1 = best = evaluate(model, test_batches)
         name = "teacher.pt" if args.mode == "teacher" else "student.pt"
         save_checkpoint(
             out / name,
@@ -683,6 +793,17 @@ def fit(args: argparse.Namespace) -> dict[str, Any]:
             "best_top1": best,
             "teacher_forwards": objective.teacher_forwards,
             "fingerprint_bytes": targets.size_bytes if targets is not None else 0,
+            **(
+                {
+                    "val_top1": val_top1,
+                    "best_val_top1": best_val,
+                    "best_val_epoch": best_val_epoch,
+                    **validation.summary(),
+                }
+                if validation is not None
+                else {}
+            ),
+            "hparams": hparams(args),
             "wall_seconds": round(time.perf_counter() - t0, 3),
             "epochs": recipe.epochs,
             "recipe": args.recipe,
@@ -696,6 +817,31 @@ def fit(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         log.close()
         objective.close()
+
+
+def hparams(args: argparse.Namespace) -> dict[str, Any]:
+    """The method's own settings, for selection by validation accuracy (collect_results.py)."""
+    method = getattr(args, "method", "teacher")
+    if method == "kd":
+        return {"kd_T": args.kd_T, "kd_weight": args.kd_weight, "kd_ce_weight": args.kd_ce_weight}
+    if method in FP_METHODS:
+        return {"lambda": args.lam, "warmup": args.warmup}
+    return {}
+
+
+def budget_recipe(args: argparse.Namespace, recipe: Recipe, elapsed: float, first_epoch: float, objective) -> Recipe:
+    """--time-budget: the epochs that fit, from the measured first epoch (at most the recipe's).
+
+    The first epoch ran at the recipe's initial learning rate, which every shortened recipe shares;
+    milestones and the lambda warm-up are rescaled to the new length (an explicit --warmup stays).
+    """
+    left = args.time_budget - elapsed - first_epoch  # one epoch's margin for the final test pass
+    epochs = max(1, min(recipe.epochs, 1 + int(left // max(first_epoch, 1e-6))))
+    new = argparse.Namespace(**{**vars(args), "epochs": epochs})
+    fitted = make_recipe(new)
+    if objective.schedule is not None:
+        objective.schedule.warmup_epochs = fitted.warmup
+    return fitted
 
 
 def warn_normalization(targets: FingerprintTargets, data: Data, say) -> None:
@@ -761,6 +907,28 @@ def _common_options() -> argparse.ArgumentParser:
         help="output folder for the checkpoint and log.jsonl (default: runs/<method>-<arch>-s<seed>)",
     )
     g.add_argument("--log", default=None, metavar="FILE", help="JSON-lines log file (default: OUT/log.jsonl)")
+    g.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        metavar="S",
+        help="seconds for the whole run: the number of epochs (at most --epochs / the recipe's) is derived "
+        "from the measured first epoch; milestones and warm-up scale along",
+    )
+    g = p.add_argument_group("validation")
+    g.add_argument(
+        "--val-per-class",
+        type=int,
+        default=0,
+        metavar="N",
+        help="evaluate every epoch on N images per class of --val-data, none of them a training image "
+        "(compared by pixels); the test split is then evaluated once, at the end (default: 0 = no validation)",
+    )
+    g.add_argument(
+        "--val-data", default=None, metavar="SPEC", help="where validation images come from (default: --data)"
+    )
+    g.add_argument("--val-split", default="train", help="split of --val-data (default: train)")
+    g.add_argument("--val-seed", type=int, default=0, metavar="S", help="seed of the validation draw (default: 0)")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     return p
 
@@ -849,8 +1017,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             args.layer_weights = parse_layer_weights(args.layer_weights)
         except ConfigError as e:
             sub.error(str(e))
-    if args.num_workers < 0 or args.threads < 0 or args.padding < 0:
-        sub.error("--num-workers, --threads and --padding must be >= 0")
+    if args.num_workers < 0 or args.threads < 0 or args.padding < 0 or args.val_per_class < 0:
+        sub.error("--num-workers, --threads, --padding and --val-per-class must be >= 0")
+    if args.time_budget is not None and args.time_budget <= 0:
+        sub.error("--time-budget must be > 0")
     return args
 
 

@@ -60,7 +60,9 @@ def summarize(fp: FingerprintFile) -> dict:
                 "normalize",
                 "labels_sha256",
                 "order_sha256",
+                "subset",
             )
+            if k in ds
         },
         "views": m.views.to_json(),
         "compute": m.compute.to_json(),
@@ -105,7 +107,8 @@ def format_summary(s: dict) -> str:
         f"  teacher     {t['arch']}, {t['num_params']:,} parameters, weights sha256 {t['weights_sha256'][:16]}..., "
         f"from {t['source_kind']}{' (trusted code)' if t['trusted_code'] else ''}",
         "  accuracy    " + (f"top-1 {acc['top1']:.4f} on {acc['count']:,} built views" if acc else "not measured"),
-        f"  dataset     {d['name']} / {d['split']}: {d['num_samples']:,} samples, {d['num_classes']} classes, "
+        f"  dataset     {d['name']} / {d['split']}: {d['num_samples']:,} samples{_subset(d.get('subset'))}, "
+        f"{d['num_classes']} classes, "
         f"images {'x'.join('?' if x is None else str(x) for x in d['image_shape'])}",
         f"  normalise   mean {_floats(d['normalize']['mean'])}, std {_floats(d['normalize']['std'])}",
         f"  views       {'all ' if v['count'] == 'all' else ''}{v['per_sample']} per sample"
@@ -143,3 +146,10 @@ def _policy(p: dict) -> str:
         return f"resize {p['resize']} + center crop {p['size']}"
     (s0, s1), (r0, r1) = p["scale"], p["ratio"]
     return f"resized crop {p['size']} (scale {s0:g}-{s1:g}, ratio {r0:g}-{r1:g})"
+
+
+def _subset(subset: dict | None) -> str:
+    """' (samples START:STOP of N)' for a file built from part of a split (format 1.1), else ''."""
+    if not subset:
+        return ""
+    return f" (samples {subset['start']}:{subset['stop']} of {subset['source_num_samples']:,})"

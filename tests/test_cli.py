@@ -217,6 +217,20 @@ def test_inspect_text_shows_the_normalisation(built):
     assert r.exit_code == 0 and "normalise   mean [0.5, 0.5, 0.5], std [0.25, 0.25, 0.25]" in r.stdout, r.output
 
 
+def test_inspect_shows_the_part_of_the_split(tmp_path):
+    out = tmp_path / "part.h5"
+    r = CliRunner().invoke(main, ["build", "--samples", "100:140", "--views", "1", "-o", str(out), "-q"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["inspect", str(out)])
+    assert "40 samples (samples 100:140 of 500)" in r.stdout, r.output
+    r = CliRunner().invoke(main, ["inspect", str(out), "--json"])
+    assert {k: v for k, v in json.loads(r.stdout)["dataset"]["subset"].items() if k != "must_understand"} == {
+        "start": 100,
+        "stop": 140,
+        "source_num_samples": 500,
+    }
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

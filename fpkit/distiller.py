@@ -31,7 +31,7 @@ from torch import nn
 from .errors import ConfigError, MismatchError, RedactedError
 from .features import LayerTap, pool_features, resolve_pooling
 from .fingerprint_dataset import FingerprintDataset
-from .losses import KINDS, DistillLoss, LinearWarmup
+from .losses import KINDS, DistillLoss, FileKD, LinearWarmup, SampledTarget, TopKTarget
 from .student import FingerprintHead
 
 _STUCK_PASSES = 2
@@ -137,6 +137,7 @@ class FingerprintDistiller(nn.Module):
         kind: str = "cosine",
         student_layers: Mapping[str, str] | None = None,
         example_input: torch.Tensor | None = None,
+        kd: FileKD | None = None,
     ):
         """
         Args:
@@ -156,6 +157,8 @@ class FingerprintDistiller(nn.Module):
             example_input: a batch of student inputs for probing the tapped widths (cosine only;
                 run once, in eval mode, without gradients); default: item 0 of ``fingerprints``,
                 drawn without moving the global RNG.
+            kd: a :class:`~fpkit.losses.FileKD` adds the KD term from the file's stored logits
+                (format 1.3; pass each batch's ``logits_t=``); None: no KD term.
 
         Raises:
             ConfigError: not a FingerprintDataset, a layer the dataset does not yield, unknown
@@ -172,7 +175,11 @@ class FingerprintDistiller(nn.Module):
         if kind not in KINDS:
             raise ConfigError(f"unknown loss kind {kind!r}; use one of: {', '.join(KINDS)}")
         weights = _check_weights(fingerprints, layer_weights)
-        self.loss = DistillLoss(weights, kind=kind, lam=lam)
+        if kd is not None and not isinstance(kd, FileKD):
+            raise ConfigError(f"kd must be a fpkit.losses.FileKD(weight, T), got {type(kd).__name__}")
+        kd_args = {} if kd is None else {"kd_weight": kd.weight, "T": kd.T}
+        self.loss = DistillLoss(weights, kind=kind, lam=lam, **kd_args)
+        self.kd = kd
         self.layers: tuple[str, ...] = tuple(weights)
         self.kind = kind
         self.table = fingerprints.table_kind
@@ -285,6 +292,7 @@ class FingerprintDistiller(nn.Module):
         phi_t: torch.Tensor | Mapping[str, torch.Tensor],
         *,
         epoch: float,
+        logits_t: torch.Tensor | TopKTarget | SampledTarget | None = None,
     ) -> DistillOutput:
         """Forward the student once and return the loss, its parts, the logits and phi_S.
 
@@ -294,13 +302,17 @@ class FingerprintDistiller(nn.Module):
             phi_t: the batch's teacher targets as the loader yields them (see :meth:`targets`).
             epoch: 0-based epoch of the lambda schedule, possibly fractional
                 (``epoch + batch / batches_per_epoch``); required, so it cannot be forgotten.
+            logits_t: the batch's stored logit targets (``FingerprintDataset(targets=("fingerprint",
+                "logits"))``), for the KD term of ``kd=``.
 
         Raises:
-            ConfigError: a bad epoch, or a tapped layer that did not run.
+            ConfigError: a bad epoch, a tapped layer that did not run, or ``logits_t`` without ``kd=``.
             MismatchError: targets that do not fit the batch or the layers.
             NonFiniteError: NaN/inf logits or fingerprints.
         """
         targets = self.targets(phi_t)
+        if logits_t is not None and self.kd is None:
+            raise ConfigError("logits_t= was given but the distiller has no KD term; pass kd=fpkit.losses.FileKD(...)")
         lam = self.loss.schedule(epoch)  # ConfigError for a bad epoch, before any work
         logits, feats = self.tap(images)
         phi_s = {}
@@ -310,7 +322,7 @@ class FingerprintDistiller(nn.Module):
                 phi_s[name] = self.heads[i](f)
             else:
                 phi_s[name] = pool_features(f, student_pooling(self.file_poolings[name], f.ndim))
-        loss, parts = self.loss(logits, labels, phi_s, targets, epoch=epoch)
+        loss, parts = self.loss(logits, labels, phi_s, targets, epoch=epoch, kd_target=logits_t)
         self._watch_epoch(epoch, lam, int(logits.shape[0]))
         return DistillOutput(loss, parts, logits, phi_s)
 
@@ -321,9 +333,10 @@ class FingerprintDistiller(nn.Module):
         phi_t: torch.Tensor | Mapping[str, torch.Tensor],
         *,
         epoch: float,
+        logits_t: torch.Tensor | TopKTarget | SampledTarget | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """``(loss, parts)`` of a batch: :meth:`compute` without the logits and phi_S."""
-        out = self.compute(images, labels, phi_t, epoch=epoch)
+        out = self.compute(images, labels, phi_t, epoch=epoch, logits_t=logits_t)
         return out.loss, out.parts
 
     def _watch_epoch(self, epoch: float, lam: float, batch: int) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -227,6 +228,16 @@ def file_kd_loss(
     return (log_p.exp() * (log_p - log_q)).sum(dim=1).mean() * (T * T)
 
 
+@dataclass(frozen=True)
+class FileKD:
+    """The KD term from stored logits (format 1.3) for :class:`~fpkit.FingerprintDistiller`:
+    ``weight * file_kd_loss(logits, logits_t, T)`` is added to the loss (``DistillLoss``'s
+    ``kd_weight`` and ``T``)."""
+
+    weight: float = 1.0
+    T: float = 4.0
+
+
 class LinearWarmup:
     """Linear warm-up of the distillation weight lambda.
 
@@ -395,5 +406,6 @@ __all__ = [
     "TopKTarget",
     "SampledTarget",
     "LinearWarmup",
+    "FileKD",
     "DistillLoss",
 ]

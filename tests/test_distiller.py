@@ -317,3 +317,29 @@ def test_an_epoch_that_never_advances_is_reported(fp_file, plain):
 def test_public_surface():
     assert fpkit.FingerprintDistiller is FingerprintDistiller
     assert "FingerprintDistiller" in dir(fpkit)
+
+
+def test_file_kd_term_equals_the_hand_wired_distill_loss(fp_file, plain):
+    from fpkit.losses import FileKD
+
+    ds = FingerprintDataset(fp_file, plain, layer="layer3", transform=TO_TENSOR)
+    x, y, phi_t = _batch(ds)
+    z_t = torch.randn(len(y), 10, generator=torch.Generator().manual_seed(3))
+    a, b = _student(), _student()
+    distiller = FingerprintDistiller(a, ds, lam=LAM, kd=FileKD(weight=0.5, T=2.0))
+    loss, parts = distiller(x, y, phi_t, epoch=1.5, logits_t=z_t)
+    loss.backward()
+    with LayerTap(b, ["layer3"]) as tap:
+        logits, feats = tap(x)
+        head = FingerprintHead(ds.projection("layer3"), pooling=ds.fp.layer("layer3").pooling)
+        ref = DistillLoss({"layer3": 1.0}, lam=LAM, kd_weight=0.5, T=2.0)
+        ref_loss, ref_parts = ref(logits, y, {"layer3": head(feats["layer3"])}, {"layer3": phi_t}, 1.5, kd_target=z_t)
+    ref_loss.backward()
+    assert torch.equal(loss, ref_loss) and parts == ref_parts and any("kd" in k for k in parts)
+    ga, gb = _grads(a), _grads(b)
+    assert ga.keys() == gb.keys() and all(torch.equal(ga[k], gb[k]) for k in ga)
+    with pytest.raises(MismatchError):
+        distiller(x, y, phi_t, epoch=1.5)  # kd= without logits_t
+    plain_distiller = FingerprintDistiller(_student(), ds, lam=LAM)
+    with pytest.raises(ConfigError, match="kd="):
+        plain_distiller(x, y, phi_t, epoch=1.5, logits_t=z_t)

@@ -191,3 +191,45 @@ def test_build_options_and_resume_rules():
     assert BuildPlan.from_json(new.to_json()) == new and new.logits_shape == (4, 2, 10)
     assert replace(new, logits="mean").logits_shape == (4, 10)
     assert new.changes_from(plan) == ["--logits was none, now full"]
+
+
+def test_work_folder_keeps_reduced_logits_for_topk_and_sample(tmp_path):
+    """topk:K and sample:K keep [N, K, k] in the work folder (reduced per step), not [N, K, C];
+    a work folder of the older layout (float32 logits.npy) is refused on resume."""
+    from dataclasses import replace
+
+    from fpkit.build.plan import BuildPlan, LayerPlan, StoragePlan, ViewPlan
+    from fpkit.build.workstore import WorkStore
+
+    plan = BuildPlan(
+        teacher_sha256="0" * 64,
+        dataset={"name": "x"},
+        num_samples=4,
+        labels_sha256="0" * 64,
+        layers=(LayerPlan("layer3", "avg", 4, 8, 0),),
+        views=ViewPlan(2, 2, 0, 4, True, True),
+        samples_per_step=2,
+        chunk_size=2,
+        autocast=None,
+        storage=StoragePlan("float16", "none", ("sample",)),
+        num_classes=10,
+    )
+    want = {
+        "topk:3": {"logits/topk_values": ((4, 2, 3), np.float32), "logits/topk_indices": ((4, 2, 3), np.int32)},
+        "sample:5:2": {"logits/sample_indices": ((4, 2, 5), np.int32)},
+    }
+    for kind, arrays in want.items():
+        work = tmp_path / kind.replace(":", "_")
+        WorkStore.create(work, replace(plan, logits=kind))
+        store = WorkStore(work, replace(plan, logits=kind))
+        assert store.logits is None and not (work / "logits.npy").exists()
+        assert {p: (a.shape, a.dtype) for p, a in store.logit_tables.items()} == arrays
+    WorkStore.create(tmp_path / "full", replace(plan, logits="full"))
+    store = WorkStore(tmp_path / "full", replace(plan, logits="full"))
+    assert store.logits.shape == (4, 2, 10) and store.logit_tables == {}
+    old = tmp_path / "topk_3"  # an older fpkit's layout: the float32 [N, K, C] logits
+    for p in old.glob("logits.*.npy"):
+        p.unlink()
+    np.save(old / "logits.npy", np.zeros((4, 2, 10), np.float32))
+    with pytest.raises(MismatchError, match="--force"):
+        WorkStore(old, replace(plan, logits="topk:3"))

@@ -14,6 +14,7 @@ from .. import features as _features
 from ..datasets import BatchFetch
 from ..errors import ConfigError, NonFiniteError
 from ..format import LayerSpec
+from ..format import logits as _logits
 from ..format.digests import sample_digest
 from ..views import cut_views, views_for
 from .job import BuildJob
@@ -88,8 +89,8 @@ def compute(job: BuildJob, todo: list[int], progress: Progress) -> None:
                     results["views"].append(phi)
             if isinstance(logits, torch.Tensor) and logits.ndim == 2:
                 results["pred"] = [logits.argmax(dim=1).view(b, k)]
-            if store.logits is not None:  # --logits: the same forward's output, float32 (format 1.3)
-                results["logits"] = [logit_rows(logits, b, k, store.logits.shape)]
+            if store.logits_spec is not None:  # --logits: the same forward's output (format 1.3)
+                results.update(reduce_logits(store, logits, b, k))
             host = {key: [t.to("cpu", non_blocking=cuda) for t in ts] for key, ts in results.items()}
             ready = None
             if cuda:
@@ -119,6 +120,25 @@ def logit_rows(logits, b: int, k: int, shape: tuple[int, ...]) -> torch.Tensor:
         )
     z = logits.float().reshape(b, k, c)
     return z.mean(dim=1) if len(shape) == 2 else z
+
+
+def reduce_logits(store: WorkStore, logits, b: int, k: int) -> dict[str, list[torch.Tensor]]:
+    """A step's logits as the work folder keeps them, on the device: float32 [b, C] or [b, K, C]
+    (mean, full), the k largest of each view and their indices (topk:k; descending, ties by lower
+    class index: :func:`fpkit.format.logits.topk`), or the views' float32 logits for the sink to
+    draw from (sample:k; numpy's generator, :func:`fpkit.format.logits.sample_draws_at`).  With
+    topk and sample, ``ok`` flags the samples whose logits the file could store (finite, and within
+    float16's range when it stores float16), as the writer checks mean and full."""
+    spec = store.logits_spec
+    if store.logits is not None:
+        return {"logits": [logit_rows(logits, b, k, store.logits.shape)]}
+    z = logit_rows(logits, b, k, (b, k, int(store.num_classes)))
+    limit = 65504.0 if spec.dtype == "float16" else float("inf")
+    ok = (torch.isfinite(z) & (z.abs() <= limit)).flatten(1).all(dim=1)
+    if spec.kind == "sample":
+        return {"draw_from": [z], "logits_ok": [ok]}
+    order = torch.sort(-z, dim=-1, stable=True).indices[..., : spec.k]
+    return {"topk": [torch.gather(z, -1, order), order.to(torch.int32)], "logits_ok": [ok]}
 
 
 def _to_device(images, dev: torch.device, cuda: bool):
@@ -152,6 +172,7 @@ class _StepSink:
         self.correct: dict[int, list[int]] = {}
         self.bad: dict[str, set[int]] = {}
         self.tainted: set[int] = set()
+        self.bad_logits: set[int] = set()
 
     def write(self, idx: np.ndarray, c: int, host: dict, ready) -> None:
         if ready is not None:
@@ -167,6 +188,8 @@ class _StepSink:
                 self.store.views[i][idx] = host["views"][i].numpy()
         if "logits" in host:
             self.store.logits[idx] = host["logits"][0].numpy()
+        if "logits_ok" in host:
+            self._write_reduced(idx, c, host)
         if "pred" in host:
             hits = int((host["pred"][0] == self.labels[idx][:, None]).sum())
             acc = self.correct.setdefault(c, [0, 0])
@@ -178,7 +201,27 @@ class _StepSink:
             self.store.mark_done(c, acc[0], acc[1])
         self.progress.update(b, self.k)
 
+    def _write_reduced(self, idx: np.ndarray, c: int, host: dict) -> None:
+        """topk, sample: the reduced tables of a step into the work store."""
+        spec, tables = self.store.logits_spec, self.store.logit_tables
+        ok = host["logits_ok"][0].numpy()
+        if not ok.all():
+            self.bad_logits.update(idx[~ok].tolist())
+            self.tainted.add(c)
+        if spec.kind == "sample":
+            z = host["draw_from"][0].numpy()
+            tables[_logits.SAMPLE_INDICES][idx] = _logits.sample_draws_at(z, spec.k, spec.temperature, spec.seed, idx)
+        else:
+            tables[_logits.TOPK_VALUES][idx] = host["topk"][0].numpy()
+            tables[_logits.TOPK_INDICES][idx] = host["topk"][1].numpy()
+
     def raise_if_nonfinite(self) -> None:
+        if self.bad_logits:
+            ids = sorted(self.bad_logits)
+            raise NonFiniteError(
+                f"logits at samples {ids[:10]} cannot be stored (NaN, infinite, or beyond float16's range); "
+                "store float32 (--dtype float32) or check the teacher; nothing was written"
+            )
         for name, where in self.bad.items():
             ids = sorted(where)
             raise NonFiniteError(

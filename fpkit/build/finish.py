@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from ..format import FileContents, FingerprintWriter
-from ..format.logits import LogitsSpec
 from ..format.metadata import Accuracy, ComputeInfo, DatasetInfo, StorageInfo, Subset, TeacherInfo, ViewsInfo
 from .job import BuildJob
+from .workstore import logits_spec
 
 _ROWS_PER_APPEND = 4096
 
@@ -51,15 +51,6 @@ def file_contents(job: BuildJob, top1: float | None, count: int, world: int) -> 
     )
 
 
-def logits_spec(plan) -> LogitsSpec | None:
-    """The file's logit table for ``--logits`` (float32 values when the tables are float32; the
-    draws of sample:K use the views' seed)."""
-    if plan.logits is None:
-        return None
-    dtype = "float32" if plan.storage.dtype == "float32" else "float16"
-    return LogitsSpec.parse(plan.logits, dtype=dtype, seed=plan.views.seed)
-
-
 def write_file(job: BuildJob, out: Path, contents: FileContents, overwrite: bool) -> None:
     """Write ``out`` from the work store (atomically; replaces ``out`` only if ``overwrite``)."""
     store, n = job.store, job.plan.num_samples
@@ -68,6 +59,8 @@ def write_file(job: BuildJob, out: Path, contents: FileContents, overwrite: bool
             e = min(n, s + _ROWS_PER_APPEND)
             rows = {sp.name: np.asarray(store.sample[i][s:e]) for i, sp in enumerate(job.specs)}
             z = None if store.logits is None else np.asarray(store.logits[s:e])
+            if store.logit_tables:  # topk, sample: reduced in the compute loop, stored as they are
+                z = {path: np.asarray(t[s:e]) for path, t in store.logit_tables.items()}
             if job.plan.views.replay:
                 views = {sp.name: np.asarray(store.views[i][s:e]) for i, sp in enumerate(job.specs)}
                 writer.append(rows, views=views, view_params=np.asarray(store.view_params[s:e]), logits=z)

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import StorageError
+from ..errors import MismatchError, StorageError
+from ..format import logits as _logits
 from ..format.layout import view_params_fields
 from .plan import BuildPlan
 
@@ -32,6 +33,32 @@ def read_plan(work: Path) -> BuildPlan | None:
         return BuildPlan.from_json(json.loads((work / PLAN_FILE).read_text()))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
+
+
+def logits_spec(plan: BuildPlan) -> _logits.LogitsSpec | None:
+    """The file's logit table for ``--logits`` (float32 values when the tables are float32; the
+    draws of sample:K use the views' seed)."""
+    if plan.logits is None:
+        return None
+    dtype = "float32" if plan.storage.dtype == "float32" else "float16"
+    return _logits.LogitsSpec.parse(plan.logits, dtype=dtype, seed=plan.views.seed)
+
+
+def logit_arrays(plan: BuildPlan) -> dict[str, tuple[str, tuple[int, ...], str]]:
+    """The work folder's logit arrays: table path -> (file name, shape, dtype).  mean and full keep
+    the float32 logits ([N, C], [N, K, C]; encoded at finish); topk:K and sample:K keep what the
+    file stores, reduced per step ([N, K, k]: float32 top-k values and int32 indices, int32 draws)."""
+    spec = logits_spec(plan)
+    if spec is None:
+        return {}
+    if spec.kind in ("mean", "full"):
+        return {"": ("logits.npy", plan.logits_shape, "float32")}
+    shape = (plan.num_samples, plan.views.per_sample, spec.k)
+    out = {}
+    for ds in _logits.datasets(spec, plan.num_samples, int(plan.num_classes or 0), plan.views.per_sample):
+        dtype = "int32" if ds.dtype == "int32" else "float32"
+        out[ds.path] = (f"logits.{ds.path.rpartition('/')[2]}.npy", shape, dtype)
+    return out
 
 
 def _preallocate(path: Path) -> None:
@@ -82,8 +109,19 @@ class WorkStore:
         fields, vp_dtype = view_params_fields(plan.views.policy.to_dict()["name"])
         vp_shape = (n, k, len(fields))
         self.view_params = mm(work / "view_params.npy", mode=mode, dtype=vp_dtype, shape=vp_shape) if k else None
-        shape = plan.logits_shape  # --logits (format 1.3): the teacher's float32 logits, encoded at finish
-        self.logits = mm(work / "logits.npy", mode=mode, dtype=np.float32, shape=shape) if shape else None
+        # --logits (format 1.3): the float32 logits (mean, full; encoded at finish) or the reduced
+        # tables (topk, sample; stored as they are).  ``logits`` is the former, ``logit_tables`` the latter.
+        self.logits_spec, self.num_classes = logits_spec(plan), plan.num_classes
+        arrays = logit_arrays(plan)
+        missing = [name for name, _, _ in arrays.values() if not create and not (work / name).exists()]
+        if missing:
+            raise MismatchError(
+                f"the interrupted build in {work} has no {', '.join(missing)} (its work folder was made by "
+                "another fpkit version); pass --force to start over"
+            )
+        tables = {path: mm(work / name, mode=mode, dtype=dt, shape=sh) for path, (name, sh, dt) in arrays.items()}
+        self.logits = tables.pop("", None)
+        self.logit_tables = tables
         self.n = n
         if create:
             for path in work.glob("*.npy"):
@@ -109,7 +147,7 @@ class WorkStore:
 
     def mark_done(self, c: int, correct: int, count: int) -> None:
         """Flush every map, then write chunk ``c``'s marker (with its accuracy counts) atomically."""
-        extra = [a for a in (self.view_params, self.logits) if a is not None]
+        extra = [a for a in (self.view_params, self.logits, *self.logit_tables.values()) if a is not None]
         for arr in [*self.sample, self.digests, *self.views, *extra]:
             arr.flush()
         tmp = self.work / "done" / f".{c:06d}.tmp"

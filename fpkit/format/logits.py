@@ -41,10 +41,9 @@ from ..errors import (
 from . import checks, codecs
 from ._stream import StreamedTable
 from .digests import table_sha256
-from .layout import DatasetLayout, version_tuple
+from .layout import LOGITS_VERSION, DatasetLayout, version_tuple
 from .metadata import DatasetEntry
 
-VERSION = "1.3"
 GROUP = "logits"
 FIELD = "logits"
 KINDS = ("mean", "full", "topk", "sample")
@@ -157,12 +156,17 @@ def topk(z: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 def sample_draws(z: np.ndarray, k: int, temperature: float, seed: int, first: int) -> np.ndarray:
     """int32 [B, K, k]: k draws per view from softmax(z / T) (float64), sorted; sample ``first + b``
     uses ``numpy.random.default_rng([seed, first + b])``, so any batching gives the same draws."""
+    return sample_draws_at(z, k, temperature, seed, np.arange(first, first + np.shape(z)[0]))
+
+
+def sample_draws_at(z: np.ndarray, k: int, temperature: float, seed: int, rows: np.ndarray) -> np.ndarray:
+    """:func:`sample_draws` of the samples ``rows`` (their indices in the file), in any order."""
     z = np.asarray(z, dtype=np.float64) / temperature
     p = np.exp(z - z.max(axis=-1, keepdims=True))
     cdf = np.cumsum(p / p.sum(axis=-1, keepdims=True), axis=-1)
     out = np.empty(z.shape[:2] + (k,), dtype=np.int32)
     for b in range(z.shape[0]):
-        u = np.random.default_rng([seed, first + b]).random((z.shape[1], k))
+        u = np.random.default_rng([seed, int(rows[b])]).random((z.shape[1], k))
         for j in range(z.shape[1]):
             out[b, j] = np.minimum(np.searchsorted(cdf[b, j], u[j] * cdf[b, j, -1], side="right"), z.shape[2] - 1)
     return np.sort(out, axis=-1)
@@ -186,8 +190,8 @@ def check_spec(spec: LogitsSpec | None, c: int, views: int | None, version: str)
         return
     if problem := spec.problem(c, views):
         raise ConfigError(f"{problem}; fix the --logits option")
-    if version_tuple(version) < version_tuple(VERSION):
-        raise ConfigError(f"logit tables need format {VERSION}; leave version= out to write it")
+    if version_tuple(version) < version_tuple(LOGITS_VERSION):
+        raise ConfigError(f"logit tables need format {LOGITS_VERSION}; leave version= out to write it")
 
 
 class LogitStreams:
@@ -211,6 +215,8 @@ class LogitStreams:
         float16's range when storing float16)."""
         if z is None:
             raise MismatchError("this file stores logits: pass logits= to append")
+        if isinstance(z, Mapping):
+            return self._check_encoded(z, b)
         arr = np.asarray(z, dtype=np.float32)
         want = (b, self.c) if self.spec.kind == "mean" else (b, self.kv, self.c)
         if arr.shape != want:
@@ -225,10 +231,37 @@ class LogitStreams:
             )
         return arr
 
-    def append(self, arr: np.ndarray) -> None:
-        for path, values in encode(self.spec, arr, self.done).items():
+    def _check_encoded(self, z: Mapping[str, Any], b: int) -> dict[str, np.ndarray]:
+        """A batch already reduced to the stored tables (topk, sample: what a build's compute loop
+        keeps), checked like the writer's own encoding: shapes, finite values, indices in [0, C)."""
+        want = {d.path: d for d in datasets(self.spec, b, self.c, self.kv)}
+        if set(z) != set(want) or self.spec.kind not in ("topk", "sample"):
+            raise MismatchError(f"encoded logits must hold {sorted(want)} ({self.spec.kind}), got {sorted(z)}")
+        out = {}
+        for path, d in want.items():
+            arr = np.asarray(z[path])
+            if arr.shape != d.shape:
+                raise MismatchError(f"{path} must be {list(d.shape)}, got {list(arr.shape)}")
+            if d.dtype == "int32":
+                if arr.size and (arr.min() < 0 or arr.max() >= self.c):
+                    raise MismatchError(f"{path} holds class indices outside [0, {self.c})")
+                out[path] = arr.astype(np.int32)
+                continue
+            arr = arr.astype(np.float32)
+            limit = 65504 if self.spec.dtype == "float16" else np.inf
+            bad = ~(np.isfinite(arr) & (np.abs(arr) <= limit)).reshape(b, -1).all(axis=1)
+            if bad.any():
+                rows = (np.flatnonzero(bad) + self.done)[:10].tolist()
+                raise NonFiniteError(f"logits at samples {rows} cannot be stored; store float32 (--dtype float32)")
+            out[path] = arr.astype(self.spec.dtype)
+        return out
+
+    def append(self, arr: np.ndarray | Mapping[str, np.ndarray]) -> None:
+        """Append a batch: float32 logits (encoded here) or the checked encoded tables."""
+        encoded = arr if isinstance(arr, Mapping) else encode(self.spec, arr, self.done)
+        for path, values in encoded.items():
             self.tables[path].append(values)
-        self.done += arr.shape[0]
+        self.done += next(iter(encoded.values())).shape[0]
 
     def finish(self) -> dict[str, Any]:
         """The metadata field ``logits``, with the datasets' entries."""
@@ -263,7 +296,7 @@ def _check_structure(checker: Any) -> LogitsInfo | None:
     info = info_of(meta)
     has_group = GROUP in f and isinstance(f.get(GROUP, getlink=True), h5py.HardLink)
     if info is None:
-        if has_group and version_tuple(checker.version) >= version_tuple(VERSION):
+        if has_group and version_tuple(checker.version) >= version_tuple(LOGITS_VERSION):
             raise FormatError(f"{p}: a 'logits' group without the metadata field 'logits'; the file is damaged")
         return None
     ds = meta.dataset
@@ -326,4 +359,14 @@ def load(checker: Any, info: LogitsInfo, verify: bool, problems: list[str] | Non
     return out
 
 
-__all__ = ["KINDS", "LogitStreams", "LogitsInfo", "LogitsSpec", "datasets", "encode", "sample_draws", "topk"]
+__all__ = [
+    "KINDS",
+    "LogitStreams",
+    "LogitsInfo",
+    "LogitsSpec",
+    "datasets",
+    "encode",
+    "sample_draws",
+    "sample_draws_at",
+    "topk",
+]

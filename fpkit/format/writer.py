@@ -278,7 +278,7 @@ class FingerprintWriter:
         rows: Mapping[str, np.ndarray],
         views: Mapping[str, np.ndarray] | None = None,
         view_params: np.ndarray | None = None,
-        logits: np.ndarray | None = None,
+        logits: np.ndarray | Mapping[str, np.ndarray] | None = None,
     ) -> None:
         """Append the next B samples' fingerprints (and logits, format 1.3).
 
@@ -286,7 +286,8 @@ class FingerprintWriter:
             rows: layer name -> float32 [B, r] per-sample fingerprints.
             views: layer name -> float32 [B, K, r] per-view fingerprints (only with views_per_sample).
             view_params: int [B, K, 3] (top, left, flip) of each view (only with views_per_sample).
-            logits: float32 [B, C] (kind mean) or [B, K, C] of the teacher (only with contents.logits).
+            logits: float32 [B, C] (kind mean) or [B, K, C] of the teacher (only with contents.logits);
+                for topk and sample also the stored tables themselves (path -> [B, K, k] array).
         Raises:
             MismatchError: shapes disagree, or more rows than N.  StorageError: the disk failed.
             NonFiniteError: a value is NaN or infinite, or beyond float16's range when storing float16.

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,7 +25,7 @@ from .dist import Dist
 from .options import BuildOptions, view_policy
 from .plan import BuildPlan, LayerPlan, StoragePlan, ViewPlan
 from .subset import subset_of
-from .workstore import WorkStore, read_plan
+from .workstore import WorkStore
 
 
 @dataclass
@@ -62,18 +61,18 @@ def view_plan(o: BuildOptions) -> ViewPlan:
     return ViewPlan(count, count, seed, o.padding, policy.flip, o.replay, other=policy.to_dict())
 
 
-def projection_seed(o: BuildOptions, work: Path, dist: Dist) -> int:
+def projection_seed(o: BuildOptions, earlier: BuildPlan | None, dist: Dist) -> int:
     """--seed if given; else 0, or, with --redact, a secret random seed (so that R cannot be
     recovered by trying small seeds against the SHA-256 of R the file keeps).  A resumed redacted
-    build reuses its own secret seed; ranks of one build share rank 0's."""
+    build reuses its own secret seed (``earlier``: the interrupted build's plan, when resuming);
+    ranks of one build share rank 0's."""
     if o.seed is not None:
         return o.seed
     if not o.redact:
         return 0
     seed = None
     if dist.rank == 0:
-        old = read_plan(work) if o.resume else None
-        seed = old.layers[0].seed if old is not None and old.layers else secrets.randbits(62)
+        seed = earlier.layers[0].seed if earlier is not None and earlier.layers else secrets.randbits(62)
     return int(dist.share(seed))
 
 
@@ -109,15 +108,14 @@ def auto_chunk_size(num_samples: int) -> int:
     return max(1, min(DEFAULT_MAX_CHUNK, -(-num_samples // 8)))
 
 
-def chunk_size(o: BuildOptions, num_samples: int, work: Path | None = None) -> int:
-    """--chunk-size if given; else, when ``--resume`` finds an interrupted build of the same
-    number of samples in ``work``, the chunk size it started with (so that builds begun by
-    another fpkit version resume); else :func:`auto_chunk_size`."""
+def chunk_size(o: BuildOptions, num_samples: int, earlier: BuildPlan | None = None) -> int:
+    """--chunk-size if given; else, when resuming an interrupted build (``earlier``: its plan) of
+    the same number of samples, the chunk size it started with (so that builds begun by another
+    fpkit version resume); else :func:`auto_chunk_size`."""
     if o.chunk_size is not None:
         return o.chunk_size
-    old = read_plan(work) if o.resume and work is not None and work.exists() else None
-    if old is not None and old.num_samples == num_samples:
-        return old.chunk_size
+    if earlier is not None and earlier.num_samples == num_samples:
+        return earlier.chunk_size
     return auto_chunk_size(num_samples)
 
 
@@ -132,16 +130,15 @@ def default_batch_size(device: torch.device | str) -> int:
     return DEFAULT_BATCH_SIZE.get(torch.device(device).type, DEFAULT_BATCH_SIZE["cpu"])
 
 
-def samples_per_step(o: BuildOptions, k: int, device: torch.device | str, work: Path | None = None) -> int:
+def samples_per_step(o: BuildOptions, k: int, device: torch.device | str, earlier: BuildPlan | None = None) -> int:
     """Samples (each with ``k`` views) per teacher forward: ``--batch-size // k`` if given; else,
-    when ``--resume`` finds an interrupted build with the same K in ``work``, the step it started
+    when resuming an interrupted build (``earlier``: its plan) with the same K, the step it started
     with (so that a build begun on another device or fpkit version resumes); else
     :func:`default_batch_size` of ``device`` // k.  Deterministic, so torchrun ranks agree."""
     if o.batch_size is not None:
         return max(1, o.batch_size // k)
-    old = read_plan(work) if o.resume and work is not None and work.exists() else None
-    if old is not None and old.views.per_sample == k:
-        return old.samples_per_step
+    if earlier is not None and earlier.views.per_sample == k:
+        return earlier.samples_per_step
     return max(1, default_batch_size(device) // k)
 
 
@@ -167,12 +164,12 @@ def make_plan(
     source: ImageSource,
     teacher: Teacher,
     specs: list[LayerSpec],
-    work: Path | None = None,
+    earlier: BuildPlan | None = None,
     device: torch.device | str = "cpu",
 ) -> BuildPlan:
-    """Everything that decides the file's content; a resume must match it (``work``: the work
-    folder, read for the chunk size and batch of a resumed build, see :func:`chunk_size` and
-    :func:`samples_per_step`; ``device``: where the teacher runs, for the default batch)."""
+    """Everything that decides the file's content; a resume must match it (``earlier``: the plan
+    of the interrupted build being resumed, for its chunk size and batch, see :func:`chunk_size`
+    and :func:`samples_per_step`; ``device``: where the teacher runs, for the default batch)."""
     views = view_plan(o)
     return BuildPlan(
         teacher_sha256=teacher.weights_sha256,
@@ -181,8 +178,8 @@ def make_plan(
         labels_sha256=labels_sha256(np.asarray(source.labels)),
         layers=tuple(LayerPlan(sp.name, sp.pooling, sp.d, sp.r, sp.seed) for sp in specs),
         views=views,
-        samples_per_step=samples_per_step(o, views.per_sample, device, work),
-        chunk_size=chunk_size(o, len(source), work),
+        samples_per_step=samples_per_step(o, views.per_sample, device, earlier),
+        chunk_size=chunk_size(o, len(source), earlier),
         autocast=o.autocast,
         storage=StoragePlan(o.dtype, o.codec, tuple(o.tables)),
         subset=subset_of(source),

@@ -7,7 +7,6 @@ same; ``--force`` starts over; a complete output is never silently replaced.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Callable
@@ -16,7 +15,7 @@ from ..errors import MismatchError, OutputExistsError
 from ..format.reader import verify_fingerprints
 from ..format.writer import check_output_folder, output_exists_error
 from .plan import BuildPlan
-from .workstore import PLAN_FILE, WorkStore, read_plan, work_folder
+from .workstore import WorkStore, plan_from_json, read_plan_json, work_folder
 
 READY, ALREADY_DONE = "go", "done"
 
@@ -53,8 +52,9 @@ def prepare_output(out: Path, plan: BuildPlan, *, force: bool, resume: bool, say
         if force:
             shutil.rmtree(work)
         elif resume:
-            if _readable(work):
-                old = read_plan(work)
+            raw = read_plan_json(work)
+            if raw is not None:
+                old = plan_from_json(raw)
                 changes = (
                     plan.changes_from(old)
                     if old is not None
@@ -74,15 +74,6 @@ def prepare_output(out: Path, plan: BuildPlan, *, force: bool, resume: bool, say
             )
     WorkStore.create(work, plan)
     return READY
-
-
-def _readable(work: Path) -> bool:
-    """The work folder's plan file parses as JSON (whatever its version)."""
-    try:
-        json.loads((work / PLAN_FILE).read_text())
-    except (OSError, ValueError):
-        return False
-    return True
 
 
 def _check_complete_output(out: Path, plan: BuildPlan) -> None:
@@ -120,8 +111,9 @@ def _leftover_work(out: Path, work: Path, plan: BuildPlan) -> None:
     work: removed when the output verifies.  A folder whose readable plan is another build's (an
     unfinished ``--force`` rebuild with other settings) is refused, not silently dropped; one of
     the same plan is dropped whatever its markers (rebuilding it would write this same file)."""
-    old = read_plan(work)
-    other = _readable(work) and (old is None or not old.same_work(plan))
+    raw = read_plan_json(work)
+    old = plan_from_json(raw)
+    other = raw is not None and (old is None or not old.same_work(plan))
     if not other:
         problems = verify_fingerprints(out)
         if not problems:

@@ -38,7 +38,7 @@ from .options import BuildOptions, check_options, check_source_policy, default_o
 from .prepare import ALREADY_DONE, prepare_output
 from .progress import Progress, format_rate, forwards_line
 from .subset import sample_range, take_samples
-from .workstore import WorkStore, work_folder
+from .workstore import WorkStore, read_plan, work_folder
 
 
 class BuildInterrupted(FpkitError, KeyboardInterrupt):
@@ -164,8 +164,9 @@ def _run(
     try:
         out = Path(o.output) if o.output else default_output(o, source)
         work = work_folder(out)
-        specs = probe_layers(o, projection_seed(o, work, dist), source, tap, dev)
-        plan = make_plan(o, source, teacher, specs, work, dev)
+        earlier = read_plan(work) if o.resume else None  # the interrupted build's plan, read once
+        specs = probe_layers(o, projection_seed(o, earlier, dist), source, tap, dev)
+        plan = make_plan(o, source, teacher, specs, earlier, dev)
         k = plan.views.per_sample
         if dist.rank == 0:
             for warning in wide_projection_warnings(plan, len(source.classes)):

@@ -27,12 +27,26 @@ def work_folder(out: Path) -> Path:
     return out.parent / f".{out.name}.partial"
 
 
+def read_plan_json(work: Path) -> dict | None:
+    """The work folder's plan file as JSON, whatever fpkit version wrote it; None if it is missing
+    or not JSON."""
+    try:
+        return json.loads((work / PLAN_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def plan_from_json(raw: dict | None) -> BuildPlan | None:
+    """The plan in a plan file's JSON; None if there is none or another fpkit version wrote it."""
+    try:
+        return None if raw is None else BuildPlan.from_json(raw)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
 def read_plan(work: Path) -> BuildPlan | None:
     """The plan stored in a work folder; None if it is missing, unreadable or of another version."""
-    try:
-        return BuildPlan.from_json(json.loads((work / PLAN_FILE).read_text()))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None
+    return plan_from_json(read_plan_json(work))
 
 
 def logits_spec(plan: BuildPlan) -> _logits.LogitsSpec | None:

@@ -9,6 +9,7 @@ to float tolerance.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -164,7 +165,7 @@ def test_build_options_and_resume_rules():
     from dataclasses import replace
 
     from fpkit.build.options import check_options
-    from fpkit.build.plan import BuildPlan, LayerPlan, StoragePlan, ViewPlan
+    from fpkit.build.plan import BuildPlan
 
     with pytest.raises(ConfigError, match="needs --replay"):
         check_options(BuildOptions(logits="topk:3"))
@@ -172,18 +173,7 @@ def test_build_options_and_resume_rules():
         check_options(BuildOptions(logits="top5"))
     check_options(BuildOptions(logits="mean"))
     # a plan written before --logits existed loads with none, and a change of --logits is named on resume
-    plan = BuildPlan(
-        teacher_sha256="0" * 64,
-        dataset={"name": "x"},
-        num_samples=4,
-        labels_sha256="0" * 64,
-        layers=(LayerPlan("layer3", "avg", 4, 8, 0),),
-        views=ViewPlan(2, 2, 0, 4, True, True),
-        samples_per_step=2,
-        chunk_size=2,
-        autocast=None,
-        storage=StoragePlan("float16", "none", ("sample",)),
-    )
+    plan = _small_plan()
     old = plan.to_json()
     del old["logits"], old["num_classes"]
     assert BuildPlan.from_json(old) == plan and plan.logits_shape is None
@@ -198,22 +188,9 @@ def test_work_folder_keeps_reduced_logits_for_topk_and_sample(tmp_path):
     a work folder of the older layout (float32 logits.npy) is refused on resume."""
     from dataclasses import replace
 
-    from fpkit.build.plan import BuildPlan, LayerPlan, StoragePlan, ViewPlan
     from fpkit.build.workstore import WorkStore
 
-    plan = BuildPlan(
-        teacher_sha256="0" * 64,
-        dataset={"name": "x"},
-        num_samples=4,
-        labels_sha256="0" * 64,
-        layers=(LayerPlan("layer3", "avg", 4, 8, 0),),
-        views=ViewPlan(2, 2, 0, 4, True, True),
-        samples_per_step=2,
-        chunk_size=2,
-        autocast=None,
-        storage=StoragePlan("float16", "none", ("sample",)),
-        num_classes=10,
-    )
+    plan = _small_plan(num_classes=10)
     want = {
         "topk:3": {"logits/topk_values": ((4, 2, 3), np.float32), "logits/topk_indices": ((4, 2, 3), np.int32)},
         "sample:5:2": {"logits/sample_indices": ((4, 2, 5), np.int32)},
@@ -233,3 +210,22 @@ def test_work_folder_keeps_reduced_logits_for_topk_and_sample(tmp_path):
     np.save(old / "logits.npy", np.zeros((4, 2, 10), np.float32))
     with pytest.raises(MismatchError, match="--force"):
         WorkStore(old, replace(plan, logits="topk:3"))
+
+
+def _small_plan(**changes):
+    """A build plan of 4 samples x 2 replayed views, one layer (d = 4, r = 8), no logits."""
+    from fpkit.build.plan import BuildPlan, LayerPlan, StoragePlan, ViewPlan
+
+    plan = BuildPlan(
+        teacher_sha256="0" * 64,
+        dataset={"name": "x"},
+        num_samples=4,
+        labels_sha256="0" * 64,
+        layers=(LayerPlan("layer3", "avg", 4, 8, 0),),
+        views=ViewPlan(2, 2, 0, 4, True, True),
+        samples_per_step=2,
+        chunk_size=2,
+        autocast=None,
+        storage=StoragePlan("float16", "none", ("sample",)),
+    )
+    return replace(plan, **changes)

@@ -3,10 +3,12 @@
 One script, two subcommands::
 
     python experiments/train.py teacher [--arch resnet56] [common options]
-    python experiments/train.py student --method ce|kd|fp-sample|fp-class|relational [common options]
+    python experiments/train.py student --method METHOD [common options]
         kd:                --teacher runs/teacher/teacher.pt   (the live teacher, Hinton KD)
         fp-sample/fp-class --fingerprints teacher-cifar100-train.h5   (the teacher is never loaded)
         relational:        --fingerprints FILE   (pairwise-cosine loss; works on a --redact file)
+        fp-replay:         --fingerprints FILE built with --replay
+        file-kd, fp-kd:    --fingerprints FILE built with --logits mean (or --replay --logits full|topk:K)
 
 Methods (student = resnet20 by default, tapped at ``layer3`` like the fingerprint file):
 
@@ -16,6 +18,13 @@ Methods (student = resnet20 by default, tapped at ``layer3`` like the fingerprin
   ``phi_S = normalize(pool(layer(x))) [@ adapter] @ R`` (:class:`fpkit.FingerprintHead`, R from the
   file) and ``phi_T`` the file's per-sample or per-class row; lambda warms up linearly.
 * ``relational``: ``CE + lambda(epoch) * sum_l w_l * relational_loss(pool(layer(x)), phi_T)``.
+* ``fp-replay``: fp-sample against each recorded view's own fingerprint: the loader shows the
+  file's recorded views (``--replay`` builds) instead of fresh random crops.
+* ``file-kd``: ``ce_weight * CE + kd_weight * file_kd_loss(z, T)`` with the stored logits ``z`` (the
+  kd weights and T options): ``mean`` logits on fresh views, or per-view ``full`` / ``topk:K``
+  logits on the replayed views; the teacher is never loaded.
+* ``fp-kd``: fp-sample (or fp-replay on a per-view file) plus file-kd's term:
+  ``ce_weight * CE + kd_weight * KD(T) + lambda(epoch) * (1 - cos)``.
 
 The fingerprint methods are one :class:`fpkit.FingerprintDistiller` each (``kind="cosine"`` or
 ``"relational"``); this script adds the recipes, the two data paths, live KD and the logs.
@@ -53,7 +62,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -67,12 +76,15 @@ from fpkit.distiller import FingerprintDistiller
 from fpkit.errors import ConfigError, FpkitError, MismatchError
 from fpkit.fingerprint_dataset import FingerprintDataset
 from fpkit.format import open_fingerprints
-from fpkit.losses import LinearWarmup, kd_loss
+from fpkit.losses import LinearWarmup, TopKTarget, file_kd_loss, kd_loss
 from fpkit.models import CIFAR_RESNETS, DEFAULT_LAYER, get_cifar_resnet
 from fpkit.teachers import load_teacher
 
-METHODS = ("ce", "kd", "fp-sample", "fp-class", "relational")
-FP_METHODS = ("fp-sample", "fp-class", "relational")
+METHODS = ("ce", "kd", "fp-sample", "fp-class", "relational", "fp-replay", "file-kd", "fp-kd")
+FP_METHODS = ("fp-sample", "fp-class", "relational", "fp-replay", "fp-kd")  # a fingerprint term
+FILE_METHODS = (*FP_METHODS, "file-kd")  # read a fingerprint file (--fingerprints)
+KD_METHODS = ("kd", "file-kd", "fp-kd")  # a KD term: kd_ce_weight * CE + kd_weight * KD(T)
+REPLAY_ONLY = ("fp-replay",)  # always replays the file's recorded views
 EVAL_BATCH = 1000
 
 
@@ -239,41 +251,112 @@ def batch_ranges(n: int, batch_size: int) -> list[tuple[int, int]]:
 
 
 Targets = dict[str, torch.Tensor]
-Batch = tuple[torch.Tensor, torch.Tensor, "Targets | None"]
 
 
-class FingerprintTargets:
-    """Teacher fingerprints of a file, checked against the training split.
+class BatchTargets(NamedTuple):
+    """What a batch carries from the file: ``fp`` ``{layer: [B, r]}`` fingerprints (None for
+    file-kd) and ``logits`` the stored logit target (a tensor [B, C] or a TopKTarget; None
+    without a KD term from the file)."""
+
+    fp: Targets | None
+    logits: Any = None
+
+
+Batch = tuple[torch.Tensor, torch.Tensor, "BatchTargets | None"]
+
+
+class FileTargets:
+    """Teacher targets of a fingerprint file, checked against the training split.
 
     Construction builds a :class:`FingerprintDataset` over the split (which raises MismatchError
-    when the split is not the one the file describes) and keeps the float32 tables of the
-    chosen layers on the device, for gathering by sample index ("sample") or by label ("class").
+    when the split is not the one the file describes) and keeps the float32 tables the method needs
+    on the device: the fingerprint tables of the chosen layers (per sample, per class or per
+    recorded view) and, with ``logits``, the stored logits (mean [N, C], full [N, K, C] or top-k
+    values and indices [N, K, k]).  ``replay``: the loader shows the file's recorded views (their
+    ``view_params``) instead of drawing fresh ones, so per-view targets match the pixels.
     """
 
-    def __init__(self, path: str, source: ImageSource, table: str, layers: list[str] | None, device: torch.device):
+    def __init__(
+        self,
+        path: str,
+        source: ImageSource,
+        table: str | None,
+        layers: list[str] | None,
+        device: torch.device,
+        *,
+        logits: bool = False,
+        replay: bool = False,
+    ):
         self.path = path
-        self.table = table
-        self.fp = open_fingerprints(path, load_views=False)
-        self.layers = layers or self.fp.layer_names
+        self.table = table or "sample"
+        self.fp = open_fingerprints(path, load_views=True)
+        self.layers = (layers or self.fp.layer_names) if table is not None else []
         for name in self.layers:
             self.fp.layer(name)  # ConfigError naming the file's layers
-        self.dataset = FingerprintDataset(self.fp, source.torch_dataset(), table=table, layer="all")
-        self.tables = {name: self.dataset.target_table(device, name, kind=table) for name in self.layers}
+        if logits and self.fp.logits_kind is None:
+            raise ConfigError(f"{path} holds no stored logits; rebuild it with `fpkit build --logits mean|full|topk:K`")
+        if logits and self.fp.logits_kind == "sample":
+            raise ConfigError(f"{path} holds sampled logits (sample:K); this harness trains on mean, full or topk:K")
+        self.logit_kind = self.fp.logits_kind if logits else None
+        per_view_logits = self.logit_kind in ("full", "topk")
+        self.replay = replay or per_view_logits
+        if self.replay and self.fp.view_params is None:
+            raise ConfigError(f"{path} holds no recorded views; rebuild it with `fpkit build --replay`")
+        wants = ("fingerprint", "logits") if self.logit_kind else ("fingerprint",)
+        self.dataset = FingerprintDataset(
+            self.fp,
+            source.torch_dataset(),
+            table="sample" if self.replay else self.table,
+            layer="all",
+            replay=self.replay,
+            targets=wants,
+        )
+        kind = "views" if self.replay else self.table
+        self.tables = {name: torch.from_numpy(self.fp.table(kind, name)).to(device) for name in self.layers}
+        self.logits: Any = None
+        if self.logit_kind in ("mean", "full"):
+            self.logits = torch.from_numpy(self.fp.logit_targets()).to(device)
+        elif self.logit_kind == "topk":
+            values, indices = self.fp.logit_targets()
+            self.logits = (torch.from_numpy(values).to(device), torch.from_numpy(indices.astype(np.int64)).to(device))
+        self.view_params = torch.from_numpy(self.fp.view_params).to(device) if self.replay else None
+
+    @property
+    def views(self) -> int:
+        """Recorded views per image (the file's K)."""
+        return int(self.fp.metadata.views.per_sample)
+
+    @property
+    def padding(self) -> int:
+        return int(self.fp.metadata.views.policy["padding"])
 
     def check_all_pixels(self, images: torch.Tensor, labels: torch.Tensor) -> None:
         """Compare every decoded image and label with the file's (the construction checked a sample):
         a FingerprintDataset over the decoded split, checking all N samples (none for the class table)."""
         decoded = torch.utils.data.TensorDataset(images, labels)
-        FingerprintDataset(self.fp, decoded, table=self.table, layer="all", check_samples=len(decoded))
+        table = "sample" if self.replay else self.table
+        FingerprintDataset(self.fp, decoded, table=table, layer="all", check_samples=len(decoded))
 
-    def gather(self, idx: torch.Tensor, labels: torch.Tensor) -> Targets:
-        rows = idx if self.table == "sample" else labels
-        return {name: t[rows] for name, t in self.tables.items()}
+    def gather(self, idx: torch.Tensor, labels: torch.Tensor, view: torch.Tensor | None = None) -> BatchTargets:
+        """The batch's targets: rows ``idx`` (or ``labels`` for the class table), view ``view`` when replaying."""
+        if self.replay:
+            fp = {name: t[idx, view] for name, t in self.tables.items()}
+        else:
+            rows = idx if self.table == "sample" else labels
+            fp = {name: t[rows] for name, t in self.tables.items()}
+        z: Any = None
+        if self.logit_kind == "mean":
+            z = self.logits[idx]
+        elif self.logit_kind == "full":
+            z = self.logits[idx, view]
+        elif self.logit_kind == "topk":
+            z = TopKTarget(self.logits[0][idx, view], self.logits[1][idx, view])
+        return BatchTargets(fp if self.layers else None, z)
 
     @property
     def teacher_forwards(self) -> int:
         """Teacher image forwards the file's build spent: N x views per sample."""
-        return int(self.fp.metadata.views.per_sample) * self.fp.num_samples
+        return self.views * self.fp.num_samples
 
     @property
     def size_bytes(self) -> int:
@@ -296,7 +379,7 @@ class TensorLoader:
         batch_size: int,
         policy: ViewPolicy,
         seed: int,
-        targets: FingerprintTargets | None = None,
+        targets: FileTargets | None = None,
     ):
         self.images, self.labels = images, labels
         self.data, self.batch_size, self.policy, self.seed = data, batch_size, policy, seed
@@ -309,12 +392,20 @@ class TensorLoader:
         n, dev = len(self.labels), self.images.device
         gen = torch.Generator().manual_seed(epoch_seed(self.seed, epoch) & 0xFFFFFFFF)
         order = torch.randperm(n, generator=gen).to(dev)
-        params = torch.from_numpy(self.policy.sample_views(np.arange(n), 1, epoch_seed(self.seed, epoch))).to(dev)
+        replay = self.targets is not None and self.targets.replay
+        if replay:  # one of the file's K recorded views per image, uniformly, seeded per epoch
+            view = torch.randint(self.targets.views, (n,), generator=gen).to(dev)
+            params = self.targets.view_params[torch.arange(n, device=dev), view].unsqueeze(1)
+        else:
+            params = torch.from_numpy(self.policy.sample_views(np.arange(n), 1, epoch_seed(self.seed, epoch))).to(dev)
         for s, e in batch_ranges(n, self.batch_size):
             idx = order[s:e]
             x = make_views(self.images[idx], params[idx], self.policy.padding, self.data.mean, self.data.std)
             y = self.labels[idx]
-            yield x, y, (self.targets.gather(idx, y) if self.targets is not None else None)
+            if self.targets is None:
+                yield x, y, None
+            else:
+                yield x, y, self.targets.gather(idx, y, view[idx] if replay else None)
 
 
 class TorchLoader:
@@ -332,7 +423,7 @@ class TorchLoader:
         seed: int,
         num_workers: int,
         device: torch.device,
-        targets: FingerprintTargets | None = None,
+        targets: FileTargets | None = None,
     ):
         from torchvision import transforms
 
@@ -375,14 +466,19 @@ class TorchLoader:
             y = torch.as_tensor(item[1]).to(self.device, non_blocking=cuda)
             targets = None
             if len(item) == 3:
-                targets = {name: item[2][name].to(self.device, non_blocking=cuda) for name in self.layers}
+                targets = BatchTargets({name: item[2][name].to(self.device, non_blocking=cuda) for name in self.layers})
             yield x, y, targets
 
 
 def make_train_loader(
-    args: argparse.Namespace, data: Data, recipe: Recipe, device: torch.device, targets: FingerprintTargets | None
+    args: argparse.Namespace, data: Data, recipe: Recipe, device: torch.device, targets: FileTargets | None
 ):
     """TensorLoader (--loader tensor) or TorchLoader (--loader torch)."""
+    if targets is not None and targets.replay and targets.padding != args.padding:
+        raise MismatchError(
+            f"{targets.path} recorded views with padding {targets.padding}, this run uses --padding {args.padding}; "
+            f"pass --padding {targets.padding}"
+        )
     if args.loader == "torch":
         return TorchLoader(data, recipe.batch_size, args.padding, args.seed, args.num_workers, device, targets)
     images = data.train.load_all(args.num_workers)
@@ -562,23 +658,50 @@ class LiveKD(Objective):
         return total, {"ce": ce.detach(), "kd": kd.detach(), "total": total.detach()}, logits
 
 
+class FileKD(Objective):
+    """KD from the file's stored logits: ``kd_ce_weight * CE + kd_weight * file_kd_loss(z, T)``, the
+    same weighting as live KD; the teacher is not loaded (file-kd)."""
+
+    def __init__(self, T: float, ce_weight: float, kd_weight: float, teacher_forwards: int):
+        self.T, self.ce_weight, self.kd_weight = T, ce_weight, kd_weight
+        self.teacher_forwards = teacher_forwards
+
+    def step(self, model, x, labels, targets, epoch):
+        logits = model(x)
+        ce = F.cross_entropy(logits, labels)
+        kd = file_kd_loss(logits, targets.logits, T=self.T)
+        total = self.ce_weight * ce + self.kd_weight * kd
+        return total, {"ce": ce.detach(), "kd": kd.detach(), "total": total.detach()}, logits
+
+
 class Fingerprint(Objective):
     """CE + lambda(epoch) * sum_l w_l * term_l against stored teacher fingerprints: a FingerprintDistiller.
 
-    ``kind="cosine"``: term = 1 - cos(FingerprintHead_l(feats), phi_T) (fp-sample, fp-class).
-    ``kind="relational"``: term = relational_loss(pool(feats), phi_T); needs no R.
+    ``kind="cosine"``: term = 1 - cos(FingerprintHead_l(feats), phi_T) (fp-sample, fp-class,
+    fp-replay, fp-kd).  ``kind="relational"``: term = relational_loss(pool(feats), phi_T); needs no R.
+    With ``kd`` = (T, ce_weight, kd_weight) (fp-kd) the CE term is reweighted and the stored-logit KD
+    term added, as in file-kd: ``ce_weight * CE + kd_weight * KD(T) + lambda * fingerprint term``.
     """
 
-    def __init__(self, distiller: FingerprintDistiller, teacher_forwards: int):
+    def __init__(
+        self, distiller: FingerprintDistiller, teacher_forwards: int, kd: tuple[float, float, float] | None = None
+    ):
         self.distiller = distiller
         self.teacher_forwards = teacher_forwards
+        self.kd = kd
 
     def parameters(self) -> list[nn.Parameter]:
         return list(self.distiller.heads.parameters())
 
     def step(self, model, x, labels, targets, epoch):
-        out = self.distiller.compute(x, labels, targets, epoch=epoch)
-        return out.loss, out.parts, out.logits
+        out = self.distiller.compute(x, labels, targets.fp, epoch=epoch)
+        if self.kd is None:
+            return out.loss, out.parts, out.logits
+        T, ce_weight, kd_weight = self.kd
+        ce = F.cross_entropy(out.logits, labels)  # out.loss = CE + lambda * term
+        kd = file_kd_loss(out.logits, targets.logits, T=T)
+        total = out.loss + (ce_weight - 1.0) * ce + kd_weight * kd
+        return total, {**out.parts, "kd": kd.detach(), "total": total.detach()}, out.logits
 
     def close(self) -> None:
         self.distiller.close()
@@ -601,7 +724,7 @@ def make_objective(
     data: Data,
     recipe: Recipe,
     device: torch.device,
-    targets: FingerprintTargets | None,
+    targets: FileTargets | None,
 ) -> Objective:
     """The loss of --method (teacher mode: CE)."""
     method = getattr(args, "method", "ce")
@@ -610,6 +733,8 @@ def make_objective(
     if method == "kd":
         return LiveKD(load_live_teacher(args, data, device), args.kd_T, args.kd_ce_weight, args.kd_weight)
     assert targets is not None
+    if method == "file-kd":
+        return FileKD(args.kd_T, args.kd_ce_weight, args.kd_weight, targets.teacher_forwards)
     weights = dict(args.layer_weights or default_layer_weights(targets.layers))
     kind = "relational" if method == "relational" else "cosine"
     probe = torch.zeros(2, *data.image_shape, device=device)  # widths of the student's tapped layers
@@ -621,7 +746,8 @@ def make_objective(
         kind=kind,
         example_input=probe,
     )
-    objective = Fingerprint(distiller, targets.teacher_forwards)
+    kd = (args.kd_T, args.kd_ce_weight, args.kd_weight) if method == "fp-kd" else None
+    objective = Fingerprint(distiller, targets.teacher_forwards, kd)
     objective.schedule = distiller.loss.schedule
     return objective
 
@@ -711,10 +837,18 @@ def fit(args: argparse.Namespace) -> dict[str, Any]:
 
     data = open_data(args, device)
     targets = None
-    if method in FP_METHODS:
-        table = "class" if method == "fp-class" else ("sample" if method == "fp-sample" else args.table)
+    if method in FILE_METHODS:
+        table = {"fp-class": "class", "relational": args.table, "file-kd": None}.get(method, "sample")
         layers = list(args.layer_weights) if args.layer_weights else None
-        targets = FingerprintTargets(args.fingerprints, data.train, table, layers, device)
+        targets = FileTargets(
+            args.fingerprints,
+            data.train,
+            table,
+            layers,
+            device,
+            logits=method in ("file-kd", "fp-kd"),
+            replay=method in REPLAY_ONLY,
+        )
         warn_normalization(targets, data, say)
 
     c, _, _ = data.image_shape
@@ -822,11 +956,12 @@ def fit(args: argparse.Namespace) -> dict[str, Any]:
 def hparams(args: argparse.Namespace) -> dict[str, Any]:
     """The method's own settings, for selection by validation accuracy (collect_results.py)."""
     method = getattr(args, "method", "teacher")
-    if method == "kd":
-        return {"kd_T": args.kd_T, "kd_weight": args.kd_weight, "kd_ce_weight": args.kd_ce_weight}
+    out: dict[str, Any] = {}
+    if method in KD_METHODS:
+        out.update(kd_T=args.kd_T, kd_weight=args.kd_weight, kd_ce_weight=args.kd_ce_weight)
     if method in FP_METHODS:
-        return {"lambda": args.lam, "warmup": args.warmup}
-    return {}
+        out.update({"lambda": args.lam, "warmup": args.warmup})
+    return out
 
 
 def budget_recipe(args: argparse.Namespace, recipe: Recipe, elapsed: float, first_epoch: float, objective) -> Recipe:
@@ -844,7 +979,7 @@ def budget_recipe(args: argparse.Namespace, recipe: Recipe, elapsed: float, firs
     return fitted
 
 
-def warn_normalization(targets: FingerprintTargets, data: Data, say) -> None:
+def warn_normalization(targets: FileTargets, data: Data, say) -> None:
     """The student may normalise differently from the teacher's build, but it is usually a slip."""
     built = targets.fp.metadata.dataset.normalize
     if tuple(built.mean) != tuple(data.train.mean) or tuple(built.std) != tuple(data.train.std):
@@ -952,7 +1087,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"teacher architecture (default: resnet56; one of {archs})",
     )
     s = sub.add_parser("student", parents=[common], help="train a student with one distillation method")
-    s.add_argument("--method", choices=METHODS, required=True, help="ce, kd, fp-sample, fp-class or relational")
+    s.add_argument("--method", choices=METHODS, required=True, help=", ".join(METHODS))
     s.add_argument(
         "--arch",
         choices=list(CIFAR_RESNETS),
@@ -960,7 +1095,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ARCH",
         help=f"student architecture (default: resnet20; one of {archs})",
     )
-    g = s.add_argument_group("kd")
+    g = s.add_argument_group("kd (live kd, and the stored-logit KD of file-kd and fp-kd)")
     g.add_argument("--teacher", default=None, metavar="PATH", help="teacher checkpoint (kd only)")
     g.add_argument(
         "--teacher-arch", default=None, metavar="ARCH", help="teacher architecture if the checkpoint does not say"
@@ -970,7 +1105,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--kd-weight", type=float, default=0.9, metavar="W", help="weight of the KD term (default: 0.9)")
     g = s.add_argument_group("fingerprints")
     g.add_argument(
-        "--fingerprints", default=None, metavar="FILE", help="fingerprint file (fp-sample, fp-class, relational)"
+        "--fingerprints",
+        default=None,
+        metavar="FILE",
+        help="fingerprint file (every method but ce and kd; file-kd and fp-kd need one built with --logits)",
     )
     g.add_argument(
         "--lambda", dest="lam", type=float, default=0.1, metavar="L", help="final distillation weight (default: 0.1)"
@@ -1007,10 +1145,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.mode == "student":
         if args.method == "kd" and not args.teacher:
             sub.error("--method kd needs --teacher PATH (the live teacher's checkpoint)")
-        if args.method in FP_METHODS and not args.fingerprints:
+        if args.method in FILE_METHODS and not args.fingerprints:
             sub.error(f"--method {args.method} needs --fingerprints FILE (build one with `fpkit build`)")
-        if args.method not in FP_METHODS and args.fingerprints:
-            sub.error(f"--fingerprints is for fp-sample, fp-class and relational, not {args.method}")
+        if args.method not in FILE_METHODS and args.fingerprints:
+            sub.error(f"--fingerprints is for {', '.join(FILE_METHODS)}, not {args.method}")
+        if args.method in ("fp-replay", "file-kd", "fp-kd") and args.loader == "torch":
+            sub.error(f"--method {args.method} runs with --loader tensor only")
         if args.method != "kd" and args.teacher:
             sub.error(f"--teacher is for --method kd only; {args.method} never loads the teacher")
         try:

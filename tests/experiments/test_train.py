@@ -211,3 +211,76 @@ def test_layer_weights_parsing():
     assert train.parse_layer_weights("layer3=1.0,layer2=0.2") == {"layer3": 1.0, "layer2": 0.2}
     assert train.default_layer_weights(["layer2", "layer3"]) == {"layer2": 0.2, "layer3": 1.0}
     assert train.default_layer_weights(["layer1"]) == {"layer1": 1.0}
+
+
+# --------------------------------------------------------------------------- stored-logit and replay methods
+
+
+def _build(workdir: Path, teacher_ckpt: Path, name: str, **options) -> Path:
+    out = workdir / name
+    if not out.exists():
+        base = dict(teacher=str(teacher_ckpt), dataset=DATA, output=str(out), views=VIEWS, chunk_size=32, device="cpu")
+        build(BuildOptions(**{**base, **options}), quiet=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def logit_files(workdir: Path, teacher_ckpt: Path) -> dict[str, Path]:
+    torch.set_num_threads(1)
+    return {
+        "mean": _build(workdir, teacher_ckpt, "mean.h5", logits="mean"),
+        "full": _build(workdir, teacher_ckpt, "full.h5", logits="full", replay=True, dtype="float32"),
+        "topk": _build(workdir, teacher_ckpt, "topk.h5", logits="topk:2", replay=True),
+    }
+
+
+@pytest.mark.parametrize(
+    "method, kind",
+    [("file-kd", "mean"), ("file-kd", "full"), ("file-kd", "topk"), ("fp-replay", "full"), ("fp-kd", "mean")],
+)
+def test_file_methods_write_valid_logs(method: str, kind: str, workdir: Path, logit_files: dict[str, Path]):
+    extra = ["--kd-T", "2", "--kd-weight", "0.7", "--kd-ce-weight", "0.3", "--lambda", "3", "--warmup", "0"]
+    if method == "fp-replay":
+        extra = extra[-4:]
+    records, _ = _student(workdir, method, "--fingerprints", str(logit_files[kind]), *extra)
+    parts, final = records[0]["parts"], records[-1]
+    assert final["teacher_forwards"] == N * VIEWS
+    assert final["fingerprint_bytes"] == os.path.getsize(logit_files[kind])
+    if method != "fp-replay":
+        assert final["hparams"]["kd_T"] == 2.0 and final["hparams"]["kd_weight"] == 0.7
+        weighted_fp = sum(v for k, v in parts.items() if k.startswith("weighted/"))
+        # averages over the epoch keep the linear relation of every batch
+        assert parts["total"] == pytest.approx(0.3 * parts["ce"] + 0.7 * parts["kd"] + weighted_fp, rel=1e-5)
+    if method != "file-kd":
+        assert parts["lambda"] == 3.0 and "term/layer3" in parts
+
+
+def test_replayed_views_carry_their_own_logits(logit_files: dict[str, Path], teacher_ckpt: Path):
+    """The replay loader's stored logits equal the live teacher's on the very batch it yields."""
+    args = train.parse_args(["student", "--method", "file-kd", "--fingerprints", str(logit_files["full"]), *TINY])
+    device = torch.device("cpu")
+    data = train.open_data(args, device)
+    targets = train.FileTargets(str(logit_files["full"]), data.train, None, None, device, logits=True)
+    assert targets.replay and targets.logit_kind == "full"
+    recipe = train.make_recipe(args)
+    loader = train.make_train_loader(args, data, recipe, device, targets)
+    teacher = load_teacher(teacher_ckpt).model.eval()
+    seen = 0
+    with torch.no_grad():
+        for x, y, batch in loader.epoch(3):
+            assert batch.fp is None
+            assert torch.allclose(teacher(x), batch.logits, atol=1e-4, rtol=1e-4)
+            seen += len(y)
+    assert seen == N
+
+
+def test_file_method_errors(workdir: Path, fp_file: Path, logit_files: dict[str, Path], capsys):
+    def run(method: str, path: Path) -> str:
+        argv = ["student", "--method", method, "--fingerprints", str(path), "--out", str(workdir / "e"), *TINY]
+        assert train.main(argv) == 1
+        return capsys.readouterr().err
+
+    assert "--logits" in run("file-kd", fp_file)  # no stored logits
+    assert "--replay" in run("fp-replay", fp_file)  # no recorded views
+    with pytest.raises(SystemExit):
+        train.parse_args(["student", "--method", "fp-replay", "--fingerprints", "x.h5", "--loader", "torch"])

@@ -23,7 +23,8 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-METHODS = ("ce", "kd", "fp-sample", "fp-class", "relational")
+METHODS = ("ce", "kd", "fp-sample", "fp-class", "relational", "fp-replay", "file-kd", "fp-kd")
+CLASSIC = METHODS[:5]  # listed as "not run" when missing; the others only when present
 
 
 # two-sided 95% critical values of Student's t, by degrees of freedom
@@ -136,7 +137,7 @@ def table(run: Path) -> str:
         f = final_line(log)
         if f:
             rows[f["method"]].append(f)
-    for m in METHODS:
+    for m in [m for m in METHODS if m in CLASSIC or m in rows]:
         rs = rows.get(m, [])
         if not rs:
             out.append(f"| - | {m} | 0 | not run | | | | | |")

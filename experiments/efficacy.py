@@ -67,7 +67,8 @@ class Regime:
 
     @property
     def subset(self) -> str:
-        return f".data/c10-{self.train_per_class}-{self.test_per_class}"
+        """The students' image folder (hard links into ``source``, by experiments/make_subset.py)."""
+        return ".data/c10-small" if self.train_per_class == 500 else f".data/c10-{self.train_per_class}"
 
     @property
     def out(self) -> Path:

@@ -41,7 +41,7 @@ def test_smoke_run_writes_results(tmp_path: Path):
         "PY": sys.executable,
         "FPKIT": str(FPKIT),
         "SEEDS": "0",
-        "METHODS": "ce fp-sample",  # the other methods run in tests/experiments/test_train.py
+        "METHODS": "ce fp-sample file-kd",  # the other methods run in tests/experiments/test_train.py
         "OMP_NUM_THREADS": "1",
     }
     proc = subprocess.run(
@@ -55,7 +55,7 @@ def test_smoke_run_writes_results(tmp_path: Path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     phases = [json.loads(line)["phase"] for line in (out / "phases.jsonl").read_text().splitlines()]
     assert phases == ["data", "teacher", "build", "students", "collect", "done"]
-    for m in ("ce", "fp-sample"):
+    for m in ("ce", "fp-sample", "file-kd"):
         final = json.loads((out / "s0" / m / "log.jsonl").read_text().splitlines()[-1])
         assert final["final"] and final["val_images"] == 16 and "test_top1" in final and final["epochs"] == 1
     results = (out / "results.md").read_text()

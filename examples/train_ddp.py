@@ -27,6 +27,7 @@ import torchvision.transforms as T
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import fpkit
+from fpkit import recommended
 from fpkit.models import CIFAR_RESNETS, get_cifar_resnet
 
 
@@ -37,7 +38,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--root", default="data", help="folder of torchvision datasets (default: data)")
     p.add_argument("--split", default=None, help="split the file was built from (default: the source's)")
     p.add_argument("--arch", default="resnet20", choices=list(CIFAR_RESNETS))
-    p.add_argument("--lambda", dest="lam", type=float, default=10.0, help="final lambda (default: 10)")
+    p.add_argument(
+        "--lambda",
+        dest="lam",
+        type=float,
+        default=recommended.LAMBDA,
+        help=f"final lambda (default: {recommended.LAMBDA:g}, chosen on validation data: docs/RESULTS.md section 5)",
+    )
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=128, help="global batch, split over the ranks")
     p.add_argument("--lr", type=float, default=0.1)
@@ -85,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     student = get_cifar_resnet(args.arch, len(train.classes), in_channels=train.image_shape[0]).to(device)
     if cuda:
         student = torch.nn.SyncBatchNorm.convert_sync_batchnorm(student)
-    distiller = fpkit.FingerprintDistiller(student, data, lam=fpkit.LinearWarmup(args.lam, args.epochs // 5))
+    distiller = fpkit.FingerprintDistiller(student, data, lam=fpkit.LinearWarmup.for_run(args.epochs, args.lam))
     model = DDP(distiller, device_ids=[local] if cuda else None)
     opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, weight_decay=5e-4)
 

@@ -25,6 +25,7 @@ import torch
 import torchvision.transforms as T
 
 import fpkit
+from fpkit import recommended
 from fpkit.devices import resolve_device
 from fpkit.models import CIFAR_RESNETS, get_cifar_resnet
 
@@ -40,8 +41,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--arch", default="resnet20", choices=list(CIFAR_RESNETS), help="student (default: resnet20)")
     p.add_argument("--table", choices=("sample", "class"), default="sample", help="targets (default: sample)")
     p.add_argument("--replay", action="store_true", help="train on the recorded views (files built with --replay)")
-    p.add_argument("--lambda", dest="lam", type=float, default=10.0, help="final lambda (default: 10)")
-    p.add_argument("--warmup", type=int, default=None, help="lambda warm-up epochs (default: epochs // 5)")
+    p.add_argument(
+        "--lambda",
+        dest="lam",
+        type=float,
+        default=recommended.LAMBDA,
+        help=f"final lambda (default: {recommended.LAMBDA:g}, chosen on validation data: docs/RESULTS.md section 5)",
+    )
+    p.add_argument("--warmup", type=int, default=None, help="lambda warm-up epochs (default: a fifth of the run)")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=0.1, help="initial learning rate (default: 0.1)")
@@ -96,7 +103,7 @@ def train(args: argparse.Namespace) -> float:
     device = resolve_device(args.device)
     data, loader, test_loader, num_classes, channels = make_loaders(args, device)
     student = get_cifar_resnet(args.arch, num_classes, in_channels=channels).to(device)
-    warmup = args.epochs // 5 if args.warmup is None else args.warmup
+    warmup = recommended.warmup_epochs(args.epochs) if args.warmup is None else args.warmup
     distiller = fpkit.FingerprintDistiller(student, data, lam=fpkit.LinearWarmup(args.lam, warmup))
     opt = torch.optim.SGD(distiller.parameters(), lr=args.lr, momentum=0.9, weight_decay=args.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.epochs)

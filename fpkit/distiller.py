@@ -146,8 +146,10 @@ class FingerprintDistiller(nn.Module):
             fingerprints: the :class:`~fpkit.FingerprintDataset` the loader reads: its layers,
                 its table kind, the file's R and poolings.
             lam: the final weight lambda of the fingerprint term, constant or a
-                :class:`~fpkit.LinearWarmup`; no default on purpose (docs/RESULTS.md: 10 worked
-                where 0.1 did nothing measurable).
+                :class:`~fpkit.LinearWarmup`; required, because a warm-up depends on the run's
+                length: ``fpkit.LinearWarmup.for_run(epochs)`` is the validation-selected setting
+                (lambda 30 over the first fifth of the run, :mod:`fpkit.recommended`,
+                docs/RESULTS.md section 5; the writeup's 0.1 gained nothing measurable).
             layer_weights: ``{file layer: weight}``; None means weight 1.0 for every layer the
                 dataset yields (``layer="all"`` yields every layer of the file).
             kind: ``"cosine"`` (phi_S = head(features) against the file's rows; needs R) or

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fpkit import recommended
 from fpkit.errors import ConfigError, MismatchError, NonFiniteError
 
 KINDS = ("cosine", "relational")
@@ -232,10 +233,11 @@ def file_kd_loss(
 class FileKD:
     """The KD term from stored logits (format 1.3) for :class:`~fpkit.FingerprintDistiller`:
     ``weight * file_kd_loss(logits, logits_t, T)`` is added to the loss (``DistillLoss``'s
-    ``kd_weight`` and ``T``)."""
+    ``kd_weight`` and ``T``).  ``T`` defaults to :data:`fpkit.recommended.KD_T`, chosen on
+    validation data (docs/RESULTS.md section 5)."""
 
     weight: float = 1.0
-    T: float = 4.0
+    T: float = recommended.KD_T
 
 
 class LinearWarmup:
@@ -248,8 +250,14 @@ class LinearWarmup:
     (``epoch + batch / batches_per_epoch``) for a per-step ramp.
     """
 
-    def __init__(self, final: float, warmup_epochs: int):
+    def __init__(self, final: float = recommended.LAMBDA, warmup_epochs: int = 0):
         """
+        Args:
+            final: lambda after the warm-up; default :data:`fpkit.recommended.LAMBDA` (30), chosen
+                on validation data (docs/RESULTS.md section 5; the writeup's 0.1 gained nothing).
+            warmup_epochs: epochs of the linear ramp (0: constant); :meth:`for_run` picks the
+                recommended fifth of a run.
+
         Raises:
             ConfigError: ``final`` negative or not finite, ``warmup_epochs`` not an int >= 0.
         """
@@ -260,6 +268,20 @@ class LinearWarmup:
             raise ConfigError(f"warmup_epochs must be an int >= 0, got {warmup_epochs!r}; use 0 for a constant lambda")
         self.final = float(final)
         self.warmup_epochs = int(warmup_epochs)
+
+    @classmethod
+    def for_run(cls, epochs: int, final: float = recommended.LAMBDA) -> LinearWarmup:
+        """The recommended schedule for a run of ``epochs`` epochs: ``final`` (default
+        :data:`fpkit.recommended.LAMBDA`) reached after :func:`fpkit.recommended.warmup_epochs`
+        (a fifth of the run), the setting chosen on validation data in docs/RESULTS.md section 5.
+
+        Raises:
+            ConfigError: ``epochs`` not an int >= 1, or a bad ``final``.
+        """
+        integral = isinstance(epochs, numbers.Integral) and not isinstance(epochs, bool)
+        if not integral or epochs < 1:
+            raise ConfigError(f"epochs must be an int >= 1 (the run's length), got {epochs!r}")
+        return cls(final, recommended.warmup_epochs(int(epochs)))
 
     def __call__(self, epoch: float) -> float:
         """Lambda at (0-based, possibly fractional) ``epoch``.
@@ -293,17 +315,19 @@ class DistillLoss(nn.Module):
         self,
         layer_weights: Mapping[str, float],
         kind: str = "cosine",
-        lam: float | LinearWarmup = 0.1,
+        lam: float | LinearWarmup = recommended.LAMBDA,
         kd_weight: float = 0.0,
-        T: float = 4.0,
+        T: float = recommended.KD_T,
     ):
         """
         Args:
             layer_weights: ``{layer name: weight}``, e.g. ``{"layer3": 1.0, "layer2": 0.2}``.
             kind: ``"cosine"`` or ``"relational"``.
-            lam: a constant lambda, or a :class:`LinearWarmup` schedule.
+            lam: a constant lambda, or a :class:`LinearWarmup` schedule; default
+                :data:`fpkit.recommended.LAMBDA` (30, chosen on validation data, docs/RESULTS.md
+                section 5; the writeup's 0.1 is :data:`fpkit.recommended.SOURCE_LAMBDA`).
             kd_weight: weight of the KD term from stored logits (:func:`file_kd_loss`); 0: none.
-            T: the KD temperature.
+            T: the KD temperature; default :data:`fpkit.recommended.KD_T` (2).
 
         Raises:
             ConfigError: empty mapping, a weight that is negative or not finite, unknown kind,

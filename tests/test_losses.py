@@ -290,3 +290,17 @@ def test_distill_loss_input_errors():
 def test_distill_loss_bad_config(kwargs):
     with pytest.raises(ConfigError):
         DistillLoss(**kwargs)
+
+
+def test_defaults_are_the_validation_selected_values():
+    from fpkit import recommended
+
+    assert (recommended.LAMBDA, recommended.WARMUP_FRACTION, recommended.KD_T) == (30.0, 0.2, 2.0)
+    assert DistillLoss({"layer3": 1.0}).schedule.final == 30.0 and DistillLoss({"layer3": 1.0}).T == 2.0
+    assert LinearWarmup()(0) == 30.0  # constant by default
+    ramp = LinearWarmup.for_run(15)  # the protocol's 15 epochs: 3 of warm-up, as experiments/train.py scales it
+    assert ramp.warmup_epochs == 3 and ramp(0) == pytest.approx(10.0) and ramp(2) == 30.0
+    assert LinearWarmup.for_run(200, final=0.1).warmup_epochs == 40  # the writeup's 40 of 200 epochs
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ConfigError, match="epochs"):
+            LinearWarmup.for_run(bad)

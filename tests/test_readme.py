@@ -42,7 +42,8 @@ def test_embedded_default_build_and_training_snippet(tmp_path, monkeypatch, caps
     exec(compile(snippet, str(README), "exec"), scope)  # runs as written
     parts = scope["parts"]  # the last batch's
     assert scope["loss"].item() > 0 and set(parts) >= {"ce", "lambda", "term/layer3", "weighted/layer3", "total"}
-    assert parts["lambda"] == LinearWarmup(10.0, warmup_epochs=6)(1)  # the loop's epoch reached the schedule
+    # two epochs: a fifth of the run rounds to no warm-up, so epoch 1 trains at the recommended 30
+    assert parts["lambda"] == 30.0 == LinearWarmup.for_run(2)(1)
     assert parts["weighted/layer3"] >= 0.1 * parts["total"]  # the fingerprint term is a material part
     printed = capsys.readouterr().out.splitlines()
     assert [line.split(":")[0] for line in printed] == ["epoch 0", "epoch 1"] and "fingerprint" in printed[-1]

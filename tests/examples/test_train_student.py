@@ -57,7 +57,7 @@ def test_trains_a_student_from_the_embedded_file(embedded_file: Path, tmp_path: 
     epochs = [line for line in lines if line.startswith("epoch ")]
     assert len(epochs) == 2 and "test top-1" in epochs[-1] and lines[-1] == f"wrote {out}"
     parts = dict(zip(epochs[-1].split()[2:12:2], map(float, epochs[-1].split()[3:13:2])))
-    assert parts["lambda"] == 10.0 and parts["weighted/layer3"] >= 0.1 * parts["total"]  # the term matters
+    assert parts["lambda"] == 30.0 and parts["weighted/layer3"] >= 0.1 * parts["total"]  # the term matters
     ckpt = torch.load(out, weights_only=True)
     assert ckpt["arch"] == "resnet8" and ckpt["epoch"] == 2 and 0.0 <= ckpt["test_top1"] <= 100.0
     assert load_teacher(out).arch == "resnet8"  # a student can teach in turn

@@ -8,7 +8,8 @@ The public surface (imported lazily, so ``fpkit inspect`` does not pay for torch
 * training: :class:`FingerprintDataset`, :class:`FingerprintDistiller` (tap + heads + loss in one
   unit), :class:`FingerprintHead`, :class:`DistillLoss`, :class:`LinearWarmup`,
   :func:`fingerprint_loss`, :func:`relational_loss`, :func:`kd_loss`, :func:`file_kd_loss` (KD from
-  a file's stored logits, format 1.3)
+  a file's stored logits, format 1.3); :mod:`fpkit.recommended` holds the loss defaults chosen
+  on validation data (lambda 30, warm-up a fifth of the run, KD T 2; docs/RESULTS.md section 5)
 * errors: :class:`FpkitError` and its subclasses (fpkit.errors)
 """
 

@@ -21,7 +21,8 @@ Protocol (one regime):
 
 The queue runs in priority order (the main methods first, each tuned and then seeded before the
 next one starts), so a run stopped early leaves whole rows, not half of every row.  Every job
-writes ``log.jsonl`` and ``cmd.txt`` under ``runs/efficacy/<regime>/``; finished jobs are skipped
+writes ``log.jsonl`` and ``cmd.txt`` under ``experiments/efficacy-runs/<regime>/`` (the two files git
+keeps: commit them and a later checkout goes on where this one stopped); finished jobs are skipped
 and a job whose log was written in the last two minutes is taken to be running elsewhere, so
 ``run`` can be stopped and started again at will.
 """
@@ -36,7 +37,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,11 @@ SEEDS = (1, 2, 3, 4, 5)
 LAMBDAS = (0.1, 1.0, 3.0, 10.0, 30.0)
 KD_GRID = [{"kd_T": t, "kd_weight": w} for t in (1.0, 2.0, 4.0, 8.0) for w in (0.5, 0.9)]
 LIVE_SECONDS = 120  # a log written this recently belongs to a run in progress
+RECORDS = Path("experiments/efficacy-runs")
+# regime c's smaller grids (compute): KD weight 0.9 and warm-up won every comparison of regime b; lambda
+# goes one step past b's edge (30 won there at the top of the grid)
+REGIME_C_KD_GRID = [{"kd_T": t, "kd_weight": 0.9} for t in (1.0, 2.0, 4.0, 8.0)]
+REGIME_C_FP_GRID = [{"lambda": lam, "warmup": None} for lam in (3.0, 10.0, 30.0, 100.0)]
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,8 @@ class Regime:
     views: int = 8
     source: str = ".data/cifar10-jpeg"
     description: str = ""
+    variants: tuple[str, ...] | None = None  # the rows this regime runs, in priority order (None: VARIANTS)
+    grids: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # per-variant grid overrides
 
     @property
     def subset(self) -> str:
@@ -72,7 +80,19 @@ class Regime:
 
     @property
     def out(self) -> Path:
-        return Path("runs/efficacy") / self.name
+        """Where the regime's students write: kept in git (log.jsonl, cmd.txt; see .gitignore), so a
+        regime longer than one session goes on where the last one stopped."""
+        return RECORDS / self.name
+
+    def rows(self) -> list[Variant]:
+        """The regime's variants in priority order, each with this regime's grid."""
+        picked = VARIANTS if self.variants is None else [BY_NAME[name] for name in self.variants]
+        return [replace(v, grid=self.grids[v.name]) if v.name in self.grids else v for v in picked]
+
+    def files(self) -> dict[str, list[str]]:
+        """The fingerprint files its rows read: name -> extra ``fpkit build`` options."""
+        used = {v.file for v in self.rows()}
+        return {name: extra for name, extra in FILES.items() if name in used}
 
 
 REGIMES = {
@@ -88,10 +108,18 @@ REGIMES = {
     "c": Regime(
         "c",
         teacher="fpkit/data/embedded_teacher.pt",
-        train_per_class=1500,
+        train_per_class=1000,
         test_per_class=300,
-        val_per_class=200,
-        description="more data: the same teacher, resnet8 students on 1,500 images per class (15,000); 15 epochs",
+        val_per_class=100,
+        description="twice the data: the same teacher, resnet8 students on 1,000 images per class (10,000); 15 epochs",
+        variants=("ce", "kd", "fp-sample", "fp-replay", "file-kd-mean", "file-kd-full"),  # b's main rows
+        grids={  # 4 runs per method, along the axis that mattered in regime b; the other fixed at b's winner
+            "kd": REGIME_C_KD_GRID,
+            "file-kd-mean": REGIME_C_KD_GRID,
+            "file-kd-full": REGIME_C_KD_GRID,
+            "fp-sample": REGIME_C_FP_GRID,
+            "fp-replay": REGIME_C_FP_GRID,
+        },
     ),
 }
 
@@ -257,7 +285,7 @@ def state(job: Job) -> str:
 def next_jobs(regime: Regime, busy: set[Path]) -> list[Job]:
     """Runnable jobs in priority order: a variant's tuning, then its seeds, variant by variant."""
     out = []
-    for v in VARIANTS:
+    for v in regime.rows():
         tune = tuning_jobs(regime, v)
         out += [j for j in tune if j.out not in busy and state(j) == "todo"]
         chosen = chosen_setting(regime, v)
@@ -313,7 +341,7 @@ def prepare(regime: Regime, fpkit: str) -> None:
     files = regime.out / "files"
     files.mkdir(parents=True, exist_ok=True)
     common = ["--normalize", "cifar10", "--device", "cpu", "-q", "--json"]
-    for name, extra in FILES.items():
+    for name, extra in regime.files().items():
         path = files / f"{name}.h5"
         if not path.exists():
             cmd = [fpkit, "build", regime.teacher, f"imagefolder:{regime.subset}", "--views", str(regime.views)]
@@ -339,7 +367,7 @@ def _records(jobs: list[Job]) -> list[dict]:
 def summary(regime: Regime) -> dict[str, Any]:
     """Per variant: the chosen setting, what tuning saw, and the seeds' test accuracies."""
     out: dict[str, Any] = {}
-    for v in VARIANTS:
+    for v in regime.rows():
         chosen = chosen_setting(regime, v)
         if chosen is None:
             continue
@@ -409,7 +437,7 @@ def _paired(rs: list[dict], ce: list[dict]) -> list[float]:
 def status(regime: Regime) -> str:
     counts: dict[str, int] = {}
     lines = []
-    for v in VARIANTS:
+    for v in regime.rows():
         tune = tuning_jobs(regime, v)
         chosen = chosen_setting(regime, v)
         seeds = seed_jobs(regime, v, chosen[0]) if chosen else []

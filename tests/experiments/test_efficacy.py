@@ -64,12 +64,52 @@ def test_every_method_gets_the_issue_grid():
     assert names[0] == "ce" and len(set(names)) == len(names)
 
 
-def test_train_argv_is_a_valid_train_py_command(regime):
-    for v in eff.VARIANTS:
+def test_regime_c_runs_the_main_rows_on_an_equal_smaller_budget():
+    c = eff.REGIMES["c"]
+    rows = c.rows()
+    assert [v.name for v in rows] == ["ce", "kd", "fp-sample", "fp-replay", "file-kd-mean", "file-kd-full"]
+    tuned = [v for v in rows if len(v.grid) > 1]
+    assert {len(v.grid) for v in tuned} == {4}  # one budget for every tuned method
+    kd = {v.name: v for v in rows}["kd"]
+    assert [(s["kd_T"], s["kd_weight"]) for s in kd.grid] == [(1, 0.9), (2, 0.9), (4, 0.9), (8, 0.9)]
+    fp = {v.name: v for v in rows}["fp-sample"]
+    assert [s["lambda"] for s in fp.grid] == [3, 10, 30, 100] and {s["warmup"] for s in fp.grid} == {None}
+    assert eff.BY_NAME["kd"].grid == eff.KD_GRID  # the override does not leak into regime b
+    assert set(c.files()) == {"fp", "fp-mean", "fp-replay-full"}  # no top-k build: no row reads it
+    assert set(eff.REGIMES["b"].files()) == set(eff.FILES)
+    assert c.subset == ".data/c10-1000" and c.out == Path("experiments/efficacy-runs/c")
+
+
+def test_status_and_queue_follow_the_regime_rows(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    c = eff.REGIMES["c"]
+    queue = eff.next_jobs(c, set())
+    assert {j.variant.name for j in queue} == {"ce", "kd", "fp-sample", "fp-replay", "file-kd-mean", "file-kd-full"}
+    assert len([j for j in queue if j.variant.name == "kd"]) == 4
+    assert "relational" not in eff.status(c) and "jobs: {'todo': 25}" in eff.status(c)
+
+
+@pytest.mark.skipif(not (ROOT / ".git").exists(), reason="not a git checkout")
+def test_git_keeps_each_students_log_and_command_only():
+    import subprocess
+
+    base = "experiments/efficacy-runs/c"
+    kept = [f"{base}/seeds/kd/s1/log.jsonl", f"{base}/tune/kd/T1-w0.9/cmd.txt", f"{base}/files/fp.json"]
+    dropped = [f"{base}/seeds/kd/s1/student.pt", f"{base}/seeds/kd/s1/stderr.txt", f"{base}/files/fp.h5"]
+    for path in kept + dropped:
+        ignored = subprocess.run(["git", "-C", str(ROOT), "check-ignore", "-q", "--no-index", path]).returncode == 0
+        assert ignored == (path in dropped), path
+
+
+@pytest.mark.parametrize("name", sorted(eff.REGIMES))
+def test_train_argv_is_a_valid_train_py_command(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    regime = eff.REGIMES[name]
+    for v in regime.rows():
         for setting in v.grid:
             argv = eff.train_argv(regime, v, setting, 3, Path("x"))
             args = train.parse_args(argv[2:])  # argparse accepts it
-            assert args.seed == 3 and args.val_per_class == 100 and args.method == v.method
+            assert args.seed == 3 and args.val_per_class == regime.val_per_class and args.method == v.method
             if "kd_weight" in setting:
                 assert args.kd_weight + args.kd_ce_weight == pytest.approx(1.0)
                 assert args.kd_T == setting["kd_T"]

@@ -284,3 +284,34 @@ def test_file_method_errors(workdir: Path, fp_file: Path, logit_files: dict[str,
     assert "--replay" in run("fp-replay", fp_file)  # no recorded views
     with pytest.raises(SystemExit):
         train.parse_args(["student", "--method", "fp-replay", "--fingerprints", "x.h5", "--loader", "torch"])
+
+
+_TIMINGS = {"seconds", "wall_seconds", "checkpoint"}
+
+
+def _run_for_repeat(workdir: Path, name: str, argv: list[str]) -> tuple[list[dict], dict]:
+    out = workdir / name
+    assert train.main(["student", "--arch", "resnet8", "--out", str(out), *TINY, *argv]) == 0
+    records = [{k: v for k, v in r.items() if k not in _TIMINGS} for r in _read_log(out / "log.jsonl")]
+    return records, torch.load(out / "student.pt", weights_only=True)["model"]
+
+
+@pytest.mark.parametrize("method", ["kd", "fp-sample", "fp-replay"])
+def test_the_same_command_twice_gives_the_same_student(
+    method: str, workdir: Path, teacher_ckpt: Path, fp_file: Path, logit_files: dict[str, Path]
+):
+    """What lets experiments/efficacy.py keep only logs: re-running a recorded command (cmd.txt)
+    gives the same log and weights bit for bit, and another seed does not."""
+    extra = {
+        "kd": ["--teacher", str(teacher_ckpt)],
+        "fp-sample": ["--fingerprints", str(fp_file), "--lambda", "30"],
+        "fp-replay": ["--fingerprints", str(logit_files["full"]), "--lambda", "30"],
+    }[method]
+    argv = ["--method", method, *extra]
+    first, w1 = _run_for_repeat(workdir, f"repeat-{method}-a", argv)
+    again, w2 = _run_for_repeat(workdir, f"repeat-{method}-b", argv)
+    assert first == again
+    assert w1.keys() == w2.keys() and all(torch.equal(w1[k], w2[k]) for k in w1)
+    other, w3 = _run_for_repeat(workdir, f"repeat-{method}-seed1", [*argv, "--seed", "1"])
+    assert other[0]["train_loss"] != first[0]["train_loss"]
+    assert not all(torch.equal(w1[k], w3[k]) for k in w1 if w1[k].is_floating_point())

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+import fpkit
 from fpkit.datasets import synthetic_images
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,5 +59,8 @@ def test_smoke_run_writes_results(tmp_path: Path):
     for m in ("ce", "fp-sample", "file-kd"):
         final = json.loads((out / "s0" / m / "log.jsonl").read_text().splitlines()[-1])
         assert final["final"] and final["val_images"] == 16 and "test_top1" in final and final["epochs"] == 1
+    # file-kd reads each recorded view's logits (the variant that matched live KD on the CPU regimes)
+    fp = fpkit.open_fingerprints(out / "fp.h5")
+    assert fp.logits_kind == "full" and fp.view_params is not None
     results = (out / "results.md").read_text()
     assert "| fp-sample |" in results and "selected setting" in results

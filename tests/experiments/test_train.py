@@ -85,8 +85,8 @@ def fp_file(workdir: Path, teacher_ckpt: Path) -> Path:
     return out
 
 
-def _student(workdir: Path, method: str, *extra: str) -> tuple[list[dict], Path]:
-    out = workdir / f"student-{method}-{len(extra)}"
+def _student(workdir: Path, method: str, *extra: str, name: str | None = None) -> tuple[list[dict], Path]:
+    out = workdir / (name or f"student-{method}-{len(extra)}")
     code = train.main(["student", "--method", method, "--arch", "resnet8", "--out", str(out), *TINY, *extra])
     assert code == 0
     return _read_log(out / "log.jsonl"), out
@@ -289,11 +289,10 @@ def test_file_method_errors(workdir: Path, fp_file: Path, logit_files: dict[str,
 _TIMINGS = {"seconds", "wall_seconds", "checkpoint"}
 
 
-def _run_for_repeat(workdir: Path, name: str, argv: list[str]) -> tuple[list[dict], dict]:
-    out = workdir / name
-    assert train.main(["student", "--arch", "resnet8", "--out", str(out), *TINY, *argv]) == 0
-    records = [{k: v for k, v in r.items() if k not in _TIMINGS} for r in _read_log(out / "log.jsonl")]
-    return records, torch.load(out / "student.pt", weights_only=True)["model"]
+def _run_for_repeat(workdir: Path, name: str, method: str, *extra: str) -> tuple[list[dict], dict]:
+    records, out = _student(workdir, method, *extra, name=name)
+    untimed = [{k: v for k, v in r.items() if k not in _TIMINGS} for r in records]
+    return untimed, torch.load(out / "student.pt", weights_only=True)["model"]
 
 
 @pytest.mark.parametrize("method", ["kd", "fp-sample", "fp-replay"])
@@ -307,11 +306,10 @@ def test_the_same_command_twice_gives_the_same_student(
         "fp-sample": ["--fingerprints", str(fp_file), "--lambda", "30"],
         "fp-replay": ["--fingerprints", str(logit_files["full"]), "--lambda", "30"],
     }[method]
-    argv = ["--method", method, *extra]
-    first, w1 = _run_for_repeat(workdir, f"repeat-{method}-a", argv)
-    again, w2 = _run_for_repeat(workdir, f"repeat-{method}-b", argv)
+    first, w1 = _run_for_repeat(workdir, f"repeat-{method}-a", method, *extra)
+    again, w2 = _run_for_repeat(workdir, f"repeat-{method}-b", method, *extra)
     assert first == again
     assert w1.keys() == w2.keys() and all(torch.equal(w1[k], w2[k]) for k in w1)
-    other, w3 = _run_for_repeat(workdir, f"repeat-{method}-seed1", [*argv, "--seed", "1"])
+    other, w3 = _run_for_repeat(workdir, f"repeat-{method}-seed1", method, *extra, "--seed", "1")
     assert other[0]["train_loss"] != first[0]["train_loss"]
     assert not all(torch.equal(w1[k], w3[k]) for k in w1 if w1[k].is_floating_point())
